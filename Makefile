@@ -1,0 +1,44 @@
+# nginx-imburse-auth: build, test and demo.
+# `make` builds build/ngx_http_imburse_auth_module.so against Debian's nginx.
+
+SHELL      := /bin/bash
+NGINX_SRC  ?= /usr/share/nginx/src
+BUILD      := build
+MODULE     := $(BUILD)/ngx_http_imburse_auth_module.so
+SOURCES    := config $(wildcard src/*.c src/*.h)
+UNIT_BINS  := $(BUILD)/unit/hmac $(BUILD)/unit/token
+CFLAGS_UNIT = -O1 -g -Wall -Wextra -Werror -Isrc
+
+.PHONY: all deps test unit demo clean
+
+all: $(MODULE)
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/nginx/Makefile: config | deps
+	rm -rf $(BUILD)/nginx
+	mkdir -p $(BUILD)
+	cp -r $(NGINX_SRC) $(BUILD)/nginx
+	cd $(BUILD)/nginx && . ./conf_flags \
+	    && ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(CURDIR) \
+	       > configure.log || { tail -20 configure.log; exit 1; }
+
+$(MODULE): $(BUILD)/nginx/Makefile $(SOURCES)
+	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
+	cp $(BUILD)/nginx/objs/ngx_http_imburse_auth_module.so $@
+
+$(BUILD)/unit/%: t/unit/%.c src/ngx_imburse_hmac.c src/ngx_imburse_token.c src/*.h | deps
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(CFLAGS_UNIT) -o $@ $< src/ngx_imburse_hmac.c src/ngx_imburse_token.c -lcjson -lcrypto -lm
+
+unit: $(UNIT_BINS)
+
+test: $(MODULE) unit
+	prove -I t/lib -r t/
+
+demo: $(MODULE)
+	@perl demo/demo.pl
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,106 @@
+/*
+ * Types shared by the nginx glue of the Imburse auth module.
+ */
+
+#ifndef _NGX_HTTP_IMBURSE_AUTH_H_INCLUDED_
+#define _NGX_HTTP_IMBURSE_AUTH_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_imburse_hmac.h"
+
+
+#define NGX_HTTP_IMBURSE_TOKEN_MAX    16384
+
+
+typedef struct ngx_http_imburse_entry_s  ngx_http_imburse_entry_t;
+
+
+typedef enum {
+    NGX_HTTP_IMBURSE_NONE = 0,
+    NGX_HTTP_IMBURSE_HIT,
+    NGX_HTTP_IMBURSE_MISS,
+    NGX_HTTP_IMBURSE_REFRESH,
+    NGX_HTTP_IMBURSE_STALE,
+    NGX_HTTP_IMBURSE_ERROR
+} ngx_http_imburse_status_e;
+
+
+typedef struct {
+    ngx_str_t                  name;
+    ngx_str_t                  public_key;
+    ngx_str_t                  private_key;     /* decoded bytes */
+    ngx_str_t                  exchange;
+    ngx_msec_t                 refresh;
+    ngx_msec_t                 retry;
+    ngx_msec_t                 timeout;
+    u_char                     fingerprint[IMBURSE_SHA256_LEN];
+
+    ngx_slab_pool_t           *shpool;
+    ngx_http_imburse_entry_t  *entry;           /* in the shared zone */
+
+    /* per worker: requests of this worker waiting for a token */
+    ngx_queue_t                waiters;
+    ngx_event_t                poll;
+    ngx_uint_t                 poll_version;
+} ngx_http_imburse_key_t;
+
+
+typedef struct {
+    ngx_array_t                keys;            /* ngx_http_imburse_key_t */
+    size_t                     zone_size;
+    ngx_shm_zone_t            *shm_zone;
+} ngx_http_imburse_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                 enable;
+    ngx_http_imburse_key_t    *key;
+    ngx_str_t                  name;            /* resolved when merged */
+    ngx_http_complex_value_t  *key_name;
+    ngx_str_t                  conf_file;       /* where imburse_auth is */
+    ngx_uint_t                 conf_line;
+} ngx_http_imburse_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_imburse_key_t    *key;
+    ngx_http_imburse_status_e  status;
+    ngx_str_t                  token;
+    int64_t                    expires_ms;
+
+    /* the exchange this request started, if any */
+    ngx_http_request_t        *exchange;
+    ngx_uint_t                 claim;
+    unsigned                   exchanging:1;
+    unsigned                   exchange_done:1;
+
+    /* waiting for another request's exchange */
+    ngx_event_t                wait;
+    ngx_queue_t                queue;
+    ngx_msec_t                 give_up;
+    unsigned                   waiting:1;
+} ngx_http_imburse_ctx_t;
+
+
+extern ngx_module_t  ngx_http_imburse_auth_module;
+
+
+ngx_http_imburse_key_t *ngx_http_imburse_find_key(
+    ngx_http_imburse_main_conf_t *imcf, ngx_str_t *name);
+int64_t ngx_http_imburse_now_ms(void);
+
+char *ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_imburse_add_variables(ngx_conf_t *cf);
+
+ngx_int_t ngx_http_imburse_set_authorization(ngx_http_request_t *r,
+    ngx_str_t *token);
+ngx_int_t ngx_http_imburse_unavailable(ngx_http_request_t *r,
+    ngx_msec_t retry_after);
+
+
+#endif /* _NGX_HTTP_IMBURSE_AUTH_H_INCLUDED_ */

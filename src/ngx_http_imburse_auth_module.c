@@ -1,0 +1,536 @@
+/*
+ * Copyright (C) nginx-imburse-auth contributors
+ *
+ * Injects an Imburse management bearer token into proxied requests.  The
+ * token is obtained through an HMAC-signed subrequest and shared by all
+ * workers through a shared-memory zone.
+ */
+
+#include "ngx_http_imburse_auth.h"
+#include "ngx_http_imburse_exchange.h"
+#include "ngx_http_imburse_store.h"
+
+
+static ngx_int_t ngx_http_imburse_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_imburse_resolve(ngx_http_request_t *r,
+    ngx_http_imburse_loc_conf_t *ilcf, ngx_http_imburse_key_t **key);
+static ngx_int_t ngx_http_imburse_lookup(ngx_http_request_t *r,
+    ngx_http_imburse_ctx_t *ctx);
+
+static ngx_int_t ngx_http_imburse_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_imburse_postconfiguration(ngx_conf_t *cf);
+static void *ngx_http_imburse_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_imburse_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_imburse_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_imburse_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+
+static char *ngx_http_imburse_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_imburse_auth(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_command_t  ngx_http_imburse_commands[] = {
+
+    { ngx_string("imburse_api_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_imburse_api_key,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("imburse_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_imburse_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("imburse_auth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_imburse_auth,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_imburse_auth_module_ctx = {
+    ngx_http_imburse_preconfiguration,     /* preconfiguration */
+    ngx_http_imburse_postconfiguration,    /* postconfiguration */
+
+    ngx_http_imburse_create_main_conf,     /* create main configuration */
+    ngx_http_imburse_init_main_conf,       /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_imburse_create_loc_conf,      /* create location configuration */
+    ngx_http_imburse_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_imburse_auth_module = {
+    NGX_MODULE_V1,
+    &ngx_http_imburse_auth_module_ctx,     /* module context */
+    ngx_http_imburse_commands,             /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_imburse_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_imburse_key_t       *key;
+    ngx_http_imburse_ctx_t       *ctx;
+    ngx_http_imburse_loc_conf_t  *ilcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_imburse_auth_module);
+
+    if (!ilcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
+
+    if (ctx == NULL) {
+        rc = ngx_http_imburse_resolve(r, ilcf, &key);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_imburse_ctx_t));
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_imburse_ctx_cleanup;
+        cln->data = ctx;
+
+        ctx->key = key;
+        ngx_http_set_ctx(r, ctx, ngx_http_imburse_auth_module);
+
+    } else if (ctx->waiting || (ctx->exchanging && !ctx->exchange_done)) {
+        /* woken by something else than the end of the wait */
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_imburse_lookup(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_imburse_resolve(ngx_http_request_t *r,
+    ngx_http_imburse_loc_conf_t *ilcf, ngx_http_imburse_key_t **key)
+{
+    ngx_str_t                      name;
+    ngx_http_imburse_main_conf_t  *imcf;
+
+    if (ilcf->key_name == NULL) {
+        *key = ilcf->key;
+        return NGX_OK;
+    }
+
+    if (ngx_http_complex_value(r, ilcf->key_name, &name) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (name.len == 3 && ngx_strncmp(name.data, "off", 3) == 0) {
+        return NGX_DECLINED;
+    }
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_imburse_auth_module);
+
+    *key = ngx_http_imburse_find_key(imcf, &name);
+
+    if (*key == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "imburse_auth: unknown imburse key \"%V\"", &name);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
+{
+    ngx_int_t                   action;
+    ngx_http_imburse_key_t     *key;
+    ngx_http_imburse_lookup_t   lk;
+
+    key = ctx->key;
+    ctx->exchanging = 0;
+
+    action = ngx_http_imburse_store_get(key, r->pool,
+                                        ngx_http_imburse_now_ms(), &lk);
+
+    if (lk.taken_from) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "imburse key \"%V\": exchange of worker %P did not end "
+                      "in time, taking it over", &key->name, lk.taken_from);
+    }
+
+    switch (action) {
+
+    case NGX_HTTP_IMBURSE_USE_REFRESH:
+
+        /*
+         * A background subrequest holds the client connection until it
+         * ends: close it after this response so that the client's next
+         * request does not wait for the exchange.
+         */
+
+        if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 1) == NGX_ERROR) {
+            ngx_http_imburse_store_release(key, lk.claim);
+
+        } else if (r->http_version < NGX_HTTP_VERSION_20) {
+            r->keepalive = 0;
+        }
+
+        ctx->status = NGX_HTTP_IMBURSE_REFRESH;
+
+        /* fall through */
+
+    case NGX_HTTP_IMBURSE_USE:
+
+        if (ctx->status == NGX_HTTP_IMBURSE_NONE) {
+            ctx->status = lk.stale ? NGX_HTTP_IMBURSE_STALE
+                                   : NGX_HTTP_IMBURSE_HIT;
+        }
+
+        ctx->token = lk.token;
+        ctx->expires_ms = lk.expires_ms;
+
+        if (ngx_http_imburse_set_authorization(r, &lk.token) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return NGX_DECLINED;
+
+    case NGX_HTTP_IMBURSE_EXCHANGE:
+
+        ctx->status = NGX_HTTP_IMBURSE_MISS;
+
+        if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 0) == NGX_ERROR) {
+            ngx_http_imburse_store_release(key, lk.claim);
+            return NGX_ERROR;
+        }
+
+        return NGX_AGAIN;
+
+    case NGX_HTTP_IMBURSE_WAIT:
+
+        ctx->status = NGX_HTTP_IMBURSE_MISS;
+
+        if (ctx->give_up == 0) {
+            /* long enough to see one owner time out and another finish */
+            ctx->give_up = ngx_current_msec + 2 * key->timeout;
+        }
+
+        if ((ngx_msec_int_t) (ngx_current_msec - ctx->give_up) >= 0) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "imburse key \"%V\": timed out waiting for a token",
+                          &key->name);
+
+            ctx->status = NGX_HTTP_IMBURSE_ERROR;
+            return ngx_http_imburse_unavailable(r, key->retry);
+        }
+
+        if ((ngx_msec_int_t) (lk.wait - ctx->give_up) > 0) {
+            lk.wait = ctx->give_up;
+        }
+
+        return ngx_http_imburse_wait(r, ctx, lk.wait, lk.version);
+
+    default: /* NGX_HTTP_IMBURSE_BACKOFF */
+
+        ctx->status = NGX_HTTP_IMBURSE_ERROR;
+        return ngx_http_imburse_unavailable(r, lk.wait);
+    }
+}
+
+
+int64_t
+ngx_http_imburse_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (int64_t) tp->sec * 1000 + (int64_t) tp->msec;
+}
+
+
+ngx_http_imburse_key_t *
+ngx_http_imburse_find_key(ngx_http_imburse_main_conf_t *imcf,
+    ngx_str_t *name)
+{
+    ngx_uint_t               i;
+    ngx_http_imburse_key_t  *key;
+
+    key = imcf->keys.elts;
+
+    for (i = 0; i < imcf->keys.nelts; i++) {
+        if (key[i].name.len == name->len
+            && ngx_strncmp(key[i].name.data, name->data, name->len) == 0)
+        {
+            return &key[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_imburse_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_imburse_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_imburse_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_uint_t                     i;
+    ngx_http_handler_pt           *h;
+    ngx_http_imburse_key_t        *key;
+    ngx_http_core_main_conf_t     *cmcf;
+    ngx_http_imburse_main_conf_t  *imcf;
+
+    imcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_imburse_auth_module);
+
+    if (imcf->keys.nelts == 0) {
+        return NGX_OK;
+    }
+
+    /* the keys array no longer moves: its elements may point to themselves */
+
+    key = imcf->keys.elts;
+
+    for (i = 0; i < imcf->keys.nelts; i++) {
+        ngx_http_imburse_key_init_waiters(&key[i], cf->cycle->log);
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_imburse_handler;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_imburse_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_imburse_main_conf_t  *imcf;
+
+    imcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_imburse_main_conf_t));
+    if (imcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&imcf->keys, cf->pool, 4,
+                       sizeof(ngx_http_imburse_key_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    imcf->zone_size = NGX_CONF_UNSET_SIZE;
+
+    return imcf;
+}
+
+
+static char *
+ngx_http_imburse_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_imburse_main_conf_t  *imcf = conf;
+
+    if (imcf->zone_size == NGX_CONF_UNSET_SIZE) {
+        imcf->zone_size = 1024 * 1024;
+    }
+
+    if (imcf->keys.nelts == 0) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_http_imburse_store_add_zone(cf, imcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_imburse_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_imburse_loc_conf_t  *ilcf;
+
+    ilcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_imburse_loc_conf_t));
+    if (ilcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     ilcf->key = NULL;
+     *     ilcf->key_name = NULL;
+     *     ilcf->name = { 0, NULL };
+     */
+
+    ilcf->enable = NGX_CONF_UNSET;
+
+    return ilcf;
+}
+
+
+static char *
+ngx_http_imburse_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_imburse_loc_conf_t  *prev = parent;
+    ngx_http_imburse_loc_conf_t  *conf = child;
+
+    ngx_http_imburse_main_conf_t  *imcf;
+
+    if (conf->enable == NGX_CONF_UNSET) {
+        conf->enable = (prev->enable == NGX_CONF_UNSET) ? 0 : prev->enable;
+        conf->key = prev->key;
+        conf->key_name = prev->key_name;
+        conf->name = prev->name;
+        conf->conf_file = prev->conf_file;
+        conf->conf_line = prev->conf_line;
+    }
+
+    if (!conf->enable || conf->key || conf->key_name) {
+        return NGX_CONF_OK;
+    }
+
+    /* keys may be declared after imburse_auth: resolve once all are known */
+
+    imcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_imburse_auth_module);
+
+    conf->key = ngx_http_imburse_find_key(imcf, &conf->name);
+
+    if (conf->key == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "unknown imburse key \"%V\" in \"imburse_auth\" "
+                      "in %V:%ui", &conf->name, &conf->conf_file,
+                      conf->conf_line);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_imburse_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imburse_main_conf_t  *imcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    if (imcf->zone_size != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    size = ngx_parse_size(&value[1]);
+
+    if (size == NGX_ERROR || (size_t) size < 8 * ngx_pagesize) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid imburse_zone size \"%V\", "
+                           "it must be at least %uzk", &value[1],
+                           8 * ngx_pagesize / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    imcf->zone_size = (size_t) size;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_imburse_auth(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imburse_loc_conf_t  *ilcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (ilcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        ilcf->enable = 0;
+        return NGX_CONF_OK;
+    }
+
+    ilcf->enable = 1;
+    ilcf->conf_file = cf->conf_file->file.name;
+    ilcf->conf_line = cf->conf_file->line;
+
+    if (ngx_http_script_variables_count(&value[1]) == 0) {
+        ilcf->name = value[1];
+        return NGX_CONF_OK;
+    }
+
+    ilcf->key_name = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (ilcf->key_name == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = ilcf->key_name;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,343 @@
+/*
+ * The imburse_api_key directive: one tenant API key.
+ *
+ *     imburse_api_key NAME public_key=STR private_key_file=PATH exchange=URI
+ *                     [refresh=TIME] [retry=TIME] [timeout=TIME];
+ */
+
+#include "ngx_http_imburse_auth.h"
+
+
+/* a 64-byte HMAC key is 88 base64 characters: anything far bigger is wrong */
+#define NGX_HTTP_IMBURSE_KEY_FILE_MAX  4096
+
+
+static char *ngx_http_imburse_read_key_file(ngx_conf_t *cf,
+    ngx_http_imburse_key_t *key, ngx_str_t *path);
+static char *ngx_http_imburse_check_key(ngx_conf_t *cf,
+    ngx_http_imburse_key_t *key);
+static ngx_int_t ngx_http_imburse_param(ngx_str_t *arg, const char *name,
+    ngx_str_t *value);
+static char *ngx_http_imburse_param_time(ngx_conf_t *cf, ngx_str_t *arg,
+    const char *name, ngx_msec_t *msec);
+
+
+char *
+ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_imburse_main_conf_t  *imcf = conf;
+
+    char                    *rv;
+    ngx_str_t               *value, v, key_file;
+    ngx_uint_t               i;
+    ngx_http_imburse_key_t  *key;
+
+    value = cf->args->elts;
+
+    if (ngx_http_imburse_find_key(imcf, &value[1]) != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate imburse_api_key \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        if (!(isalnum(value[1].data[i]) || value[1].data[i] == '_'
+              || value[1].data[i] == '-' || value[1].data[i] == '.'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid imburse_api_key name \"%V\", use "
+                               "letters, digits, \"_\", \"-\" and \".\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"off\" cannot name an imburse_api_key");
+        return NGX_CONF_ERROR;
+    }
+
+    key = ngx_array_push(&imcf->keys);
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(key, sizeof(ngx_http_imburse_key_t));
+
+    key->name = value[1];
+    key->refresh = 60000;
+    key->retry = 5000;
+    key->timeout = 10000;
+
+    ngx_str_null(&key_file);
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_http_imburse_param(&value[i], "public_key=", &v) == NGX_OK) {
+            key->public_key = v;
+            continue;
+        }
+
+        if (ngx_http_imburse_param(&value[i], "private_key_file=", &v)
+            == NGX_OK)
+        {
+            key_file = v;
+            continue;
+        }
+
+        if (ngx_http_imburse_param(&value[i], "exchange=", &v) == NGX_OK) {
+            key->exchange = v;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "fleet=", 6) == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"fleet=\" is not supported by this version "
+                               "of the imburse module");
+            return NGX_CONF_ERROR;
+        }
+
+        rv = ngx_http_imburse_param_time(cf, &value[i], "refresh",
+                                         &key->refresh);
+        if (rv != NGX_CONF_OK) {
+            if (rv == NGX_CONF_ERROR) {
+                return rv;
+            }
+
+            rv = ngx_http_imburse_param_time(cf, &value[i], "retry",
+                                             &key->retry);
+        }
+
+        if (rv != NGX_CONF_OK) {
+            if (rv == NGX_CONF_ERROR) {
+                return rv;
+            }
+
+            rv = ngx_http_imburse_param_time(cf, &value[i], "timeout",
+                                             &key->timeout);
+        }
+
+        if (rv == NGX_CONF_OK) {
+            continue;
+        }
+
+        if (rv == NGX_CONF_ERROR) {
+            return rv;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\" in imburse_api_key \"%V\"",
+                           &value[i], &key->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (key->public_key.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "missing \"public_key=\" in imburse_api_key \"%V\"",
+                           &key->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (key_file.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "missing \"private_key_file=\" in "
+                           "imburse_api_key \"%V\"", &key->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (key->exchange.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "missing \"exchange=\" in imburse_api_key \"%V\"",
+                           &key->name);
+        return NGX_CONF_ERROR;
+    }
+
+    rv = ngx_http_imburse_check_key(cf, key);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    return ngx_http_imburse_read_key_file(cf, key, &key_file);
+}
+
+
+static char *
+ngx_http_imburse_check_key(ngx_conf_t *cf, ngx_http_imburse_key_t *key)
+{
+    ngx_uint_t  i;
+    u_char      c;
+
+    /* the public key goes verbatim into a header, colon-separated */
+
+    for (i = 0; i < key->public_key.len; i++) {
+        c = key->public_key.data[i];
+
+        if (c <= ' ' || c == 0x7f || c == ':') {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"public_key=\" in imburse_api_key "
+                               "\"%V\": no spaces, control characters or "
+                               "\":\" allowed", &key->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (key->exchange.data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"exchange=%V\" in imburse_api_key \"%V\": "
+                           "it must be a location URI starting with \"/\"",
+                           &key->exchange, &key->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (key->retry == 0 || key->timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"retry=\" and \"timeout=\" in imburse_api_key "
+                           "\"%V\" must be greater than zero", &key->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_imburse_read_key_file(ngx_conf_t *cf, ngx_http_imburse_key_t *key,
+    ngx_str_t *path)
+{
+    u_char           *p;
+    long              n;
+    char             *rv;
+    ssize_t           size;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+    u_char            buf[NGX_HTTP_IMBURSE_KEY_FILE_MAX + 1];
+
+    if (ngx_conf_full_name(cf->cycle, path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot open private_key_file \"%V\" of "
+                           "imburse_api_key \"%V\"", path, &key->name);
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_ERROR;
+    size = 0;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "private_key_file \"%V\" of imburse_api_key \"%V\" "
+                           "is not a regular file", path, &key->name);
+        goto done;
+    }
+
+    size = ngx_read_fd(fd, buf, sizeof(buf));
+
+    if (size == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read private_key_file \"%V\" of "
+                           "imburse_api_key \"%V\"", path, &key->name);
+        size = 0;
+        goto done;
+    }
+
+    if (size > NGX_HTTP_IMBURSE_KEY_FILE_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "private_key_file \"%V\" of imburse_api_key \"%V\" "
+                           "is larger than %d bytes", path, &key->name,
+                           NGX_HTTP_IMBURSE_KEY_FILE_MAX);
+        goto done;
+    }
+
+    p = ngx_pnalloc(cf->pool, (size_t) size * 3 / 4 + 3);
+    if (p == NULL) {
+        goto done;
+    }
+
+    n = imburse_base64_decode_key(p, buf, (size_t) size);
+
+    if (n <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid base64 in private_key_file \"%V\" of "
+                           "imburse_api_key \"%V\"%s", path, &key->name,
+                           size == 0 ? ": the file is empty" : "");
+        goto done;
+    }
+
+    key->private_key.data = p;
+    key->private_key.len = (size_t) n;
+
+    imburse_key_fingerprint(key->fingerprint, key->public_key.data,
+                            key->public_key.len, p, (size_t) n);
+
+    rv = NGX_CONF_OK;
+
+done:
+
+    ngx_explicit_memzero(buf, (size_t) size);
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", path);
+    }
+
+    return rv;
+}
+
+
+static ngx_int_t
+ngx_http_imburse_param(ngx_str_t *arg, const char *name, ngx_str_t *value)
+{
+    size_t  len;
+
+    len = ngx_strlen(name);
+
+    if (arg->len < len || ngx_strncmp(arg->data, name, len) != 0) {
+        return NGX_DECLINED;
+    }
+
+    value->data = arg->data + len;
+    value->len = arg->len - len;
+
+    return NGX_OK;
+}
+
+
+/* NGX_CONF_OK when arg is "name=TIME", NULL when it is another parameter */
+
+static char *
+ngx_http_imburse_param_time(ngx_conf_t *cf, ngx_str_t *arg, const char *name,
+    ngx_msec_t *msec)
+{
+    size_t     len;
+    ngx_int_t  t;
+    ngx_str_t  v;
+
+    len = ngx_strlen(name);
+
+    if (arg->len <= len || ngx_strncmp(arg->data, name, len) != 0
+        || arg->data[len] != '=')
+    {
+        return NULL;
+    }
+
+    v.data = arg->data + len + 1;
+    v.len = arg->len - len - 1;
+
+    t = ngx_parse_time(&v, 0);
+
+    if (t == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid %s value \"%V\"",
+                           name, &v);
+        return NGX_CONF_ERROR;
+    }
+
+    *msec = (ngx_msec_t) t;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,452 @@
+/*
+ * The token store in shared memory.
+ *
+ * Critical sections are a few loads and stores and, on a hit, one copy of
+ * the token: no I/O and no logging happens under the zone's mutex.
+ */
+
+#include "ngx_http_imburse_store.h"
+
+
+/* bump when the layout of the structures below changes */
+#define NGX_HTTP_IMBURSE_LAYOUT      1
+#define NGX_HTTP_IMBURSE_BACKOFF_MAX 60000
+
+
+typedef struct {
+    ngx_uint_t                 layout;
+    ngx_queue_t                entries;
+} ngx_http_imburse_shctx_t;
+
+
+struct ngx_http_imburse_entry_s {
+    ngx_queue_t                queue;
+    ngx_str_t                  name;
+
+    /* the key that obtained the token: a changed key never reuses it */
+    u_char                     key_fp[IMBURSE_SHA256_LEN];
+    u_char                    *token;
+    size_t                     token_len;
+    size_t                     token_size;
+    int64_t                    expires_ms;
+    int64_t                    refresh_ms;
+    u_char                     token_fp[IMBURSE_FP_HEX_LEN];
+
+    ngx_atomic_t               version;
+
+    /* single flight: a dead owner's claim ends at its deadline */
+    ngx_pid_t                  owner;
+    ngx_msec_t                 deadline;
+    ngx_uint_t                 claim;
+
+    ngx_msec_t                 retry_at;
+    ngx_msec_t                 backoff;
+
+    ngx_uint_t                 exchanges;
+    ngx_uint_t                 failures;
+    ngx_uint_t                 consecutive_failures;
+    int64_t                    last_exchange_ms;
+    u_char                     last_error[32];
+};
+
+
+static ngx_int_t ngx_http_imburse_store_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_http_imburse_entry_t *ngx_http_imburse_store_entry(
+    ngx_slab_pool_t *shpool, ngx_http_imburse_shctx_t *sh, ngx_str_t *name);
+static void ngx_http_imburse_store_claim(ngx_http_imburse_entry_t *e,
+    ngx_http_imburse_key_t *key, ngx_http_imburse_lookup_t *lk);
+static void ngx_http_imburse_store_unclaim(ngx_http_imburse_entry_t *e,
+    ngx_uint_t claim);
+
+
+static ngx_str_t  ngx_http_imburse_zone_name = ngx_string("imburse_auth");
+
+
+ngx_int_t
+ngx_http_imburse_store_add_zone(ngx_conf_t *cf,
+    ngx_http_imburse_main_conf_t *imcf)
+{
+    ngx_shm_zone_t  *shm_zone;
+
+    shm_zone = ngx_shared_memory_add(cf, &ngx_http_imburse_zone_name,
+                                     imcf->zone_size,
+                                     &ngx_http_imburse_auth_module);
+    if (shm_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    shm_zone->init = ngx_http_imburse_store_init_zone;
+    shm_zone->data = imcf;
+    shm_zone->noreuse = 0;
+
+    imcf->shm_zone = shm_zone;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imburse_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_imburse_main_conf_t  *imcf = shm_zone->data;
+
+    size_t                     len;
+    ngx_uint_t                 i;
+    ngx_slab_pool_t           *shpool;
+    ngx_http_imburse_key_t    *key;
+    ngx_http_imburse_shctx_t  *sh;
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    sh = NULL;
+
+    if (data || shm_zone->shm.exists) {
+        sh = shpool->data;
+
+        if (sh->layout != NGX_HTTP_IMBURSE_LAYOUT) {
+            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                          "imburse zone layout changed, tokens dropped");
+            sh = NULL;
+        }
+    }
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (sh == NULL) {
+        sh = ngx_slab_alloc_locked(shpool, sizeof(ngx_http_imburse_shctx_t));
+        if (sh == NULL) {
+            goto nomem;
+        }
+
+        sh->layout = NGX_HTTP_IMBURSE_LAYOUT;
+        ngx_queue_init(&sh->entries);
+        shpool->data = sh;
+
+        len = sizeof(" in imburse zone \"\"") + shm_zone->shm.name.len;
+
+        shpool->log_ctx = ngx_slab_alloc_locked(shpool, len);
+        if (shpool->log_ctx == NULL) {
+            goto nomem;
+        }
+
+        ngx_sprintf(shpool->log_ctx, " in imburse zone \"%V\"%Z",
+                    &shm_zone->shm.name);
+
+        shpool->log_nomem = 0;
+    }
+
+    key = imcf->keys.elts;
+
+    for (i = 0; i < imcf->keys.nelts; i++) {
+        key[i].shpool = shpool;
+        key[i].entry = ngx_http_imburse_store_entry(shpool, sh, &key[i].name);
+
+        if (key[i].entry == NULL) {
+            goto nomem;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return NGX_OK;
+
+nomem:
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                  "imburse zone \"%V\" is too small for %ui keys",
+                  &shm_zone->shm.name, imcf->keys.nelts);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * Entries are found by name, so a reload keeps tokens.  Entries of keys
+ * that left the configuration stay: workers of the old cycle may still be
+ * using them.
+ */
+
+static ngx_http_imburse_entry_t *
+ngx_http_imburse_store_entry(ngx_slab_pool_t *shpool,
+    ngx_http_imburse_shctx_t *sh, ngx_str_t *name)
+{
+    ngx_queue_t               *q;
+    ngx_http_imburse_entry_t  *e;
+
+    for (q = ngx_queue_head(&sh->entries);
+         q != ngx_queue_sentinel(&sh->entries);
+         q = ngx_queue_next(q))
+    {
+        e = ngx_queue_data(q, ngx_http_imburse_entry_t, queue);
+
+        if (e->name.len == name->len
+            && ngx_strncmp(e->name.data, name->data, name->len) == 0)
+        {
+            return e;
+        }
+    }
+
+    e = ngx_slab_calloc_locked(shpool,
+                               sizeof(ngx_http_imburse_entry_t) + name->len);
+    if (e == NULL) {
+        return NULL;
+    }
+
+    e->name.data = (u_char *) e + sizeof(ngx_http_imburse_entry_t);
+    e->name.len = name->len;
+    ngx_memcpy(e->name.data, name->data, name->len);
+
+    ngx_queue_insert_tail(&sh->entries, &e->queue);
+
+    return e;
+}
+
+
+ngx_int_t
+ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
+    int64_t now_ms, ngx_http_imburse_lookup_t *lk)
+{
+    ngx_int_t                  action;
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+
+    ngx_memzero(lk, sizeof(ngx_http_imburse_lookup_t));
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+
+    lk->version = e->version;
+
+    if (e->token_len
+        && now_ms < e->expires_ms
+        && ngx_memcmp(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN) == 0)
+    {
+        lk->token.data = ngx_pnalloc(pool, e->token_len);
+        if (lk->token.data == NULL) {
+            ngx_shmtx_unlock(&key->shpool->mutex);
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(lk->token.data, e->token, e->token_len);
+        lk->token.len = e->token_len;
+        lk->expires_ms = e->expires_ms;
+
+        action = NGX_HTTP_IMBURSE_USE;
+
+        if (now_ms >= e->refresh_ms) {
+            lk->stale = (e->consecutive_failures > 0);
+
+            if ((e->owner == 0
+                 || (ngx_msec_int_t) (ngx_current_msec - e->deadline) >= 0)
+                && (ngx_msec_int_t) (ngx_current_msec - e->retry_at) >= 0)
+            {
+                ngx_http_imburse_store_claim(e, key, lk);
+                action = NGX_HTTP_IMBURSE_USE_REFRESH;
+            }
+        }
+
+    } else if (e->owner
+               && (ngx_msec_int_t) (ngx_current_msec - e->deadline) < 0)
+    {
+        lk->wait = e->deadline;
+        action = NGX_HTTP_IMBURSE_WAIT;
+
+    } else if ((ngx_msec_int_t) (e->retry_at - ngx_current_msec) > 0) {
+        lk->wait = e->retry_at - ngx_current_msec;
+        action = NGX_HTTP_IMBURSE_BACKOFF;
+
+    } else {
+        ngx_http_imburse_store_claim(e, key, lk);
+        action = NGX_HTTP_IMBURSE_EXCHANGE;
+    }
+
+    ngx_shmtx_unlock(&key->shpool->mutex);
+
+    return action;
+}
+
+
+static void
+ngx_http_imburse_store_claim(ngx_http_imburse_entry_t *e,
+    ngx_http_imburse_key_t *key, ngx_http_imburse_lookup_t *lk)
+{
+    if (e->owner) {
+        lk->taken_from = e->owner;
+    }
+
+    e->owner = ngx_pid;
+    e->deadline = ngx_current_msec + key->timeout;
+    lk->claim = ++e->claim;
+}
+
+
+static void
+ngx_http_imburse_store_unclaim(ngx_http_imburse_entry_t *e, ngx_uint_t claim)
+{
+    if (e->claim == claim) {
+        e->owner = 0;
+    }
+
+    e->version++;
+}
+
+
+ngx_int_t
+ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
+    ngx_str_t *token, int64_t expires_ms, int64_t now_ms, ngx_log_t *log)
+{
+    u_char                    *p;
+    int64_t                    window;
+    ngx_slab_pool_t           *shpool;
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+    shpool = key->shpool;
+
+    /*
+     * Refresh ahead by "refresh", at most half the lifetime, less up to a
+     * tenth of that at random so a fleet does not refresh in step.
+     */
+
+    window = (int64_t) key->refresh;
+
+    if (window > (expires_ms - now_ms) / 2) {
+        window = (expires_ms - now_ms) / 2;
+    }
+
+    window += (int64_t) (ngx_random() % (window / 10 + 1));
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (token->len > e->token_size) {
+        p = ngx_slab_alloc_locked(shpool, token->len);
+
+        if (p == NULL) {
+            ngx_shmtx_unlock(&shpool->mutex);
+
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "imburse key \"%V\": token of %uz bytes does not "
+                          "fit in the imburse zone, increase imburse_zone",
+                          &key->name, token->len);
+
+            ngx_http_imburse_store_fail(key, claim, now_ms, "zone full");
+            return NGX_ERROR;
+        }
+
+        if (e->token) {
+            ngx_slab_free_locked(shpool, e->token);
+        }
+
+        e->token = p;
+        e->token_size = token->len;
+    }
+
+    ngx_memcpy(e->token, token->data, token->len);
+    e->token_len = token->len;
+    e->expires_ms = expires_ms;
+    e->refresh_ms = expires_ms - window;
+    ngx_memcpy(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN);
+    imburse_fingerprint((char *) e->token_fp, token->data, token->len);
+
+    e->exchanges++;
+    e->consecutive_failures = 0;
+    e->backoff = 0;
+    e->retry_at = ngx_current_msec;
+    e->last_exchange_ms = now_ms;
+    e->last_error[0] = '\0';
+
+    ngx_http_imburse_store_unclaim(e, claim);
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key, ngx_uint_t claim,
+    int64_t now_ms, const char *cause)
+{
+    ngx_msec_t                 delay;
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+
+    /* "retry" doubling up to a minute, less up to a tenth at random */
+
+    if (e->backoff == 0) {
+        e->backoff = key->retry;
+
+    } else if (e->backoff < NGX_HTTP_IMBURSE_BACKOFF_MAX) {
+        e->backoff = ngx_min(e->backoff * 2,
+                             ngx_max(NGX_HTTP_IMBURSE_BACKOFF_MAX, key->retry));
+    }
+
+    delay = e->backoff - (ngx_msec_t) ngx_random() % (e->backoff / 10 + 1);
+
+    e->retry_at = ngx_current_msec + delay;
+    e->exchanges++;
+    e->failures++;
+    e->consecutive_failures++;
+    e->last_exchange_ms = now_ms;
+    ngx_cpystrn(e->last_error, (u_char *) cause, sizeof(e->last_error));
+
+    ngx_http_imburse_store_unclaim(e, claim);
+
+    ngx_shmtx_unlock(&key->shpool->mutex);
+}
+
+
+void
+ngx_http_imburse_store_release(ngx_http_imburse_key_t *key, ngx_uint_t claim)
+{
+    ngx_shmtx_lock(&key->shpool->mutex);
+    ngx_http_imburse_store_unclaim(key->entry, claim);
+    ngx_shmtx_unlock(&key->shpool->mutex);
+}
+
+
+ngx_uint_t
+ngx_http_imburse_store_version(ngx_http_imburse_key_t *key)
+{
+    return (ngx_uint_t) ((volatile ngx_http_imburse_entry_t *) key->entry)
+                        ->version;
+}
+
+
+ngx_msec_t
+ngx_http_imburse_store_claim_deadline(ngx_http_imburse_key_t *key)
+{
+    return ((volatile ngx_http_imburse_entry_t *) key->entry)->deadline;
+}
+
+
+void
+ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
+    ngx_http_imburse_key_stats_t *st)
+{
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+
+    st->exchanges = e->exchanges;
+    st->failures = e->failures;
+    st->consecutive_failures = e->consecutive_failures;
+    st->expires_ms = e->expires_ms;
+    st->last_exchange_ms = e->last_exchange_ms;
+    ngx_memcpy(st->last_error, e->last_error, sizeof(st->last_error));
+    ngx_memcpy(st->token_fp, e->token_fp, IMBURSE_FP_HEX_LEN);
+    st->valid = (e->token_len && now_ms < e->expires_ms
+                 && ngx_memcmp(e->key_fp, key->fingerprint,
+                               IMBURSE_SHA256_LEN) == 0);
+    st->in_flight = (e->owner
+                     && (ngx_msec_int_t) (ngx_current_msec - e->deadline) < 0);
+
+    ngx_shmtx_unlock(&key->shpool->mutex);
+}
