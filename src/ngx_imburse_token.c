@@ -15,6 +15,7 @@
 #define IMBURSE_JWT_PAYLOAD_MAX  4096
 
 
+static int imburse_token_has_nul_escape(const char *body, size_t len);
 static int64_t imburse_token_expires_ms(const cJSON *v);
 static int64_t imburse_token_number_ms(double d, double scale);
 
@@ -51,7 +52,6 @@ imburse_token_parse(const char *body, size_t len, int64_t now_ms, char *buf,
         goto done;
     }
 
-    /* cJSON stops at an escaped NUL: the length check below sees it too */
     tlen = strlen(tok->valuestring);
 
     if (tlen > buf_size) {
@@ -59,7 +59,11 @@ imburse_token_parse(const char *body, size_t len, int64_t now_ms, char *buf,
         goto done;
     }
 
-    if (!imburse_token_is_b64token(tok->valuestring, tlen)) {
+    /* cJSON decodes \u0000 into a NUL that would cut the token short */
+
+    if (!imburse_token_is_b64token(tok->valuestring, tlen)
+        || imburse_token_has_nul_escape(body, len))
+    {
         rc = IMBURSE_TOKEN_BAD_TOKEN;
         goto done;
     }
@@ -94,6 +98,34 @@ done:
     cJSON_Delete(root);
 
     return rc;
+}
+
+
+static int
+imburse_token_has_nul_escape(const char *body, size_t len)
+{
+    const char  *p, *end;
+
+    end = body + len;
+
+    for (p = body; end - p >= 6; p++) {
+        p = memchr(p, '\\', (size_t) (end - p));
+
+        if (p == NULL || end - p < 6) {
+            return 0;
+        }
+
+        if ((p[1] == 'u' || p[1] == 'U')
+            && p[2] == '0' && p[3] == '0' && p[4] == '0' && p[5] == '0')
+        {
+            return 1;
+        }
+
+        /* skip the escaped character: "\\u0000" is no NUL */
+        p++;
+    }
+
+    return 0;
 }
 
 
