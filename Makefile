@@ -34,10 +34,10 @@ $(BUILD)/unit/%: t/unit/%.c src/ngx_imburse_hmac.c src/ngx_imburse_token.c src/*
 
 unit: $(UNIT_BINS)
 
-test: $(MODULE) unit
+test: deps $(MODULE) unit
 	prove -I t/lib -r t/
 
-demo: $(MODULE)
+demo: deps $(MODULE)
 	@perl demo/demo.pl
 
 clean:
