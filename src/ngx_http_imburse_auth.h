@@ -83,6 +83,8 @@ typedef struct {
     ngx_queue_t                queue;
     ngx_msec_t                 give_up;
     unsigned                   waiting:1;
+
+    unsigned                   revoke_checked:1;
 } ngx_http_imburse_ctx_t;
 
 
@@ -95,7 +97,13 @@ int64_t ngx_http_imburse_now_ms(void);
 
 char *ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_imburse_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_imburse_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_imburse_revoke_init(ngx_conf_t *cf);
+void ngx_http_imburse_revoke_redirected(ngx_http_request_t *r);
+ngx_http_imburse_ctx_t *ngx_http_imburse_find_ctx(ngx_http_request_t *r);
+ngx_http_imburse_ctx_t *ngx_http_imburse_get_ctx(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_imburse_set_authorization(ngx_http_request_t *r,
     ngx_str_t *token);

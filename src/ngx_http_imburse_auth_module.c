@@ -47,6 +47,13 @@ static ngx_command_t  ngx_http_imburse_commands[] = {
       0,
       NULL },
 
+    { ngx_string("imburse_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_imburse_status,
+      0,
+      0,
+      NULL },
+
     { ngx_string("imburse_auth"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_imburse_auth,
@@ -111,6 +118,10 @@ ngx_http_imburse_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
 
     if (ctx == NULL) {
+        if (r->internal) {
+            ngx_http_imburse_revoke_redirected(r);
+        }
+
         rc = ngx_http_imburse_resolve(r, ilcf, &key);
 
         if (rc != NGX_OK) {
@@ -275,6 +286,26 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
 }
 
 
+/*
+ * An internal redirect (error_page, try_files) clears the context; the
+ * variables still report what happened before it.
+ */
+
+ngx_http_imburse_ctx_t *
+ngx_http_imburse_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_imburse_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
+
+    if (ctx == NULL && r->internal) {
+        ctx = ngx_http_imburse_find_ctx(r);
+    }
+
+    return ctx;
+}
+
+
 int64_t
 ngx_http_imburse_now_ms(void)
 {
@@ -347,7 +378,7 @@ ngx_http_imburse_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_imburse_handler;
 
-    return NGX_OK;
+    return ngx_http_imburse_revoke_init(cf);
 }
 
 

@@ -14,13 +14,17 @@
 #include "ngx_imburse_token.h"
 
 
-#define NGX_HTTP_IMBURSE_POLL  4
+#define NGX_HTTP_IMBURSE_POLL      4
+/* an identity error body is logged at info level, this much of it */
+#define NGX_HTTP_IMBURSE_BODY_LOG  256
 
 
 static ngx_int_t ngx_http_imburse_exchange_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static const char *ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
     ngx_http_imburse_ctx_t *ctx, ngx_int_t rc, ngx_uint_t *status);
+static void ngx_http_imburse_log_body(ngx_http_request_t *sr,
+    ngx_http_imburse_ctx_t *ctx);
 static void ngx_http_imburse_wake(ngx_http_imburse_key_t *key);
 static void ngx_http_imburse_wait_handler(ngx_event_t *ev);
 static void ngx_http_imburse_poll_handler(ngx_event_t *ev);
@@ -142,6 +146,7 @@ ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE
         || *status < NGX_HTTP_OK || *status >= NGX_HTTP_SPECIAL_RESPONSE)
     {
+        ngx_http_imburse_log_body(sr, ctx);
         return "identity service error";
     }
 
@@ -181,6 +186,45 @@ ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
                   (tok.expires_ms - now_ms) / 1000);
 
     return NULL;
+}
+
+
+/*
+ * Only error bodies are logged, cut short and made printable: a 2xx body
+ * holds a token, and a body may hold anything.
+ */
+
+static void
+ngx_http_imburse_log_body(ngx_http_request_t *sr, ngx_http_imburse_ctx_t *ctx)
+{
+    u_char     *p;
+    size_t      len, i;
+    ngx_buf_t  *b;
+    u_char      text[NGX_HTTP_IMBURSE_BODY_LOG];
+
+    if (sr->connection->log->log_level < NGX_LOG_INFO
+        || sr->out == NULL || sr->out->buf == NULL)
+    {
+        return;
+    }
+
+    b = sr->out->buf;
+    p = b->pos;
+    len = ngx_min((size_t) (b->last - b->pos), NGX_HTTP_IMBURSE_BODY_LOG);
+
+    if (len == 0) {
+        return;
+    }
+
+    for (i = 0; i < len; i++) {
+        text[i] = (p[i] >= 0x20 && p[i] < 0x7f) ? p[i] : '.';
+    }
+
+    ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
+                  "imburse key \"%V\": identity error body%s: \"%*s\"",
+                  &ctx->key->name,
+                  (size_t) (b->last - b->pos) > len ? " (truncated)" : "",
+                  len, text);
 }
 
 

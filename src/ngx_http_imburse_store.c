@@ -45,6 +45,7 @@ struct ngx_http_imburse_entry_s {
     ngx_uint_t                 exchanges;
     ngx_uint_t                 failures;
     ngx_uint_t                 consecutive_failures;
+    ngx_uint_t                 revocations;
     int64_t                    last_exchange_ms;
     u_char                     last_error[32];
 };
@@ -410,6 +411,34 @@ ngx_http_imburse_store_release(ngx_http_imburse_key_t *key, ngx_uint_t claim)
 }
 
 
+ngx_int_t
+ngx_http_imburse_store_revoke(ngx_http_imburse_key_t *key, ngx_str_t *token)
+{
+    ngx_int_t                  rc;
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+
+    if (e->token_len == token->len
+        && e->expires_ms != 0
+        && ngx_memcmp(e->token, token->data, token->len) == 0
+        && ngx_memcmp(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN) == 0)
+    {
+        e->expires_ms = 0;
+        e->revocations++;
+        e->version++;
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&key->shpool->mutex);
+
+    return rc;
+}
+
+
 ngx_uint_t
 ngx_http_imburse_store_version(ngx_http_imburse_key_t *key)
 {
@@ -426,6 +455,28 @@ ngx_http_imburse_store_claim_deadline(ngx_http_imburse_key_t *key)
 
 
 void
+ngx_http_imburse_store_zone_usage(ngx_http_imburse_main_conf_t *imcf,
+    size_t *size, size_t *free)
+{
+    ngx_slab_pool_t  *shpool;
+
+    *size = 0;
+    *free = 0;
+
+    if (imcf->shm_zone == NULL) {
+        return;
+    }
+
+    shpool = (ngx_slab_pool_t *) imcf->shm_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+    *size = imcf->shm_zone->shm.size;
+    *free = shpool->pfree * ngx_pagesize;
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
+void
 ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
     ngx_http_imburse_key_stats_t *st)
 {
@@ -438,6 +489,7 @@ ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
     st->exchanges = e->exchanges;
     st->failures = e->failures;
     st->consecutive_failures = e->consecutive_failures;
+    st->revocations = e->revocations;
     st->expires_ms = e->expires_ms;
     st->last_exchange_ms = e->last_exchange_ms;
     ngx_memcpy(st->last_error, e->last_error, sizeof(st->last_error));

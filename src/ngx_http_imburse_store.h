@@ -36,6 +36,7 @@ typedef struct {
     ngx_uint_t   exchanges;
     ngx_uint_t   failures;
     ngx_uint_t   consecutive_failures;
+    ngx_uint_t   revocations;
     int64_t      expires_ms;
     int64_t      last_exchange_ms;
     u_char       last_error[32];
@@ -61,9 +62,16 @@ void ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key,
 void ngx_http_imburse_store_release(ngx_http_imburse_key_t *key,
     ngx_uint_t claim);
 
+/* ends the token if it still is this one: NGX_OK when it was */
+ngx_int_t ngx_http_imburse_store_revoke(ngx_http_imburse_key_t *key,
+    ngx_str_t *token);
+
 /* changes whenever a token is stored or a claim ends: read without lock */
 ngx_uint_t ngx_http_imburse_store_version(ngx_http_imburse_key_t *key);
 ngx_msec_t ngx_http_imburse_store_claim_deadline(ngx_http_imburse_key_t *key);
+
+void ngx_http_imburse_store_zone_usage(ngx_http_imburse_main_conf_t *imcf,
+    size_t *size, size_t *free);
 
 void ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key,
     int64_t now_ms, ngx_http_imburse_key_stats_t *st);

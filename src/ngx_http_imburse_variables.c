@@ -156,7 +156,7 @@ ngx_http_imburse_hmac_variable(ngx_http_request_t *r,
 static ngx_http_imburse_ctx_t *
 ngx_http_imburse_main_ctx(ngx_http_request_t *r)
 {
-    return ngx_http_get_module_ctx(r->main, ngx_http_imburse_auth_module);
+    return ngx_http_imburse_get_ctx(r->main);
 }
 
 

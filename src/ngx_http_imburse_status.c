@@ -1,0 +1,254 @@
+/*
+ * imburse_status: every key's token state and counters as JSON, or as
+ * Prometheus text with ?format=prometheus.  Never a token or a secret:
+ * tokens appear as their fingerprint only.
+ */
+
+#include "ngx_http_imburse_auth.h"
+#include "ngx_http_imburse_store.h"
+
+
+/* the longest line a key adds, key name aside, with room to spare */
+#define NGX_HTTP_IMBURSE_STATUS_KEY_LEN  1024
+#define NGX_HTTP_IMBURSE_STATUS_HEAD_LEN 4096
+
+
+static ngx_int_t ngx_http_imburse_status_handler(ngx_http_request_t *r);
+static u_char *ngx_http_imburse_status_json(u_char *p,
+    ngx_http_imburse_main_conf_t *imcf, int64_t now_ms);
+static u_char *ngx_http_imburse_status_prometheus(u_char *p,
+    ngx_http_imburse_main_conf_t *imcf, int64_t now_ms);
+
+
+char *
+ngx_http_imburse_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_imburse_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imburse_status_handler(ngx_http_request_t *r)
+{
+    size_t                         size;
+    int64_t                        now_ms;
+    ngx_int_t                      rc;
+    ngx_buf_t                     *b;
+    ngx_str_t                      format;
+    ngx_uint_t                     i, prometheus;
+    ngx_chain_t                    out;
+    ngx_http_imburse_key_t        *key;
+    ngx_http_imburse_main_conf_t  *imcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    prometheus = (ngx_http_arg(r, (u_char *) "format", 6, &format) == NGX_OK
+                  && format.len == 10
+                  && ngx_strncmp(format.data, "prometheus", 10) == 0);
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_imburse_auth_module);
+
+    size = NGX_HTTP_IMBURSE_STATUS_HEAD_LEN;
+    key = imcf->keys.elts;
+
+    for (i = 0; i < imcf->keys.nelts; i++) {
+        size += NGX_HTTP_IMBURSE_STATUS_KEY_LEN + 16 * key[i].name.len;
+    }
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    now_ms = ngx_http_imburse_now_ms();
+
+    b->last = prometheus ? ngx_http_imburse_status_prometheus(b->last, imcf,
+                                                              now_ms)
+                         : ngx_http_imburse_status_json(b->last, imcf, now_ms);
+    b->last_buf = (r == r->main);
+    b->last_in_chain = 1;
+
+    if (prometheus) {
+        ngx_str_set(&r->headers_out.content_type,
+                    "text/plain; version=0.0.4; charset=utf-8");
+    } else {
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+    }
+
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static u_char *
+ngx_http_imburse_status_json(u_char *p, ngx_http_imburse_main_conf_t *imcf,
+    int64_t now_ms)
+{
+    size_t                         zone_size, zone_free;
+    int64_t                        expires_in;
+    ngx_uint_t                     i;
+    ngx_http_imburse_key_t        *key;
+    ngx_http_imburse_key_stats_t   st;
+
+    /* key names are [A-Za-z0-9_.-], error classes are our own: no escaping */
+
+    p = ngx_sprintf(p, "{\"keys\":{");
+
+    key = imcf->keys.elts;
+
+    for (i = 0; i < imcf->keys.nelts; i++) {
+        ngx_http_imburse_store_stats(&key[i], now_ms, &st);
+
+        expires_in = st.valid ? (st.expires_ms - now_ms) / 1000 : 0;
+
+        p = ngx_sprintf(p, "%s\"%V\":{\"valid\":%s,\"expires_in\":%L,"
+                        "\"exchange_in_flight\":%s,"
+                        "\"exchanges\":%ui,\"failures\":%ui,"
+                        "\"consecutive_failures\":%ui,\"revocations\":%ui,"
+                        "\"last_error\":",
+                        i ? "," : "", &key[i].name,
+                        st.valid ? "true" : "false", expires_in,
+                        st.in_flight ? "true" : "false",
+                        st.exchanges, st.failures, st.consecutive_failures,
+                        st.revocations);
+
+        p = st.last_error[0] ? ngx_sprintf(p, "\"%s\"", st.last_error)
+                             : ngx_sprintf(p, "null");
+
+        p = ngx_sprintf(p, ",\"last_exchange_at\":");
+
+        p = st.last_exchange_ms ? ngx_sprintf(p, "%L",
+                                              st.last_exchange_ms / 1000)
+                                : ngx_sprintf(p, "null");
+
+        p = ngx_sprintf(p, ",\"token_fingerprint\":");
+
+        p = st.valid ? ngx_sprintf(p, "\"%*s\"", (size_t) IMBURSE_FP_HEX_LEN,
+                                   st.token_fp)
+                     : ngx_sprintf(p, "null");
+
+        *p++ = '}';
+    }
+
+    ngx_http_imburse_store_zone_usage(imcf, &zone_size, &zone_free);
+
+    return ngx_sprintf(p, "},\"zone\":{\"size\":%uz,\"free\":%uz}}\n",
+                       zone_size, zone_free);
+}
+
+
+static u_char *
+ngx_http_imburse_status_prometheus(u_char *p,
+    ngx_http_imburse_main_conf_t *imcf, int64_t now_ms)
+{
+    size_t                         zone_size, zone_free;
+    ngx_uint_t                     i, m;
+    ngx_http_imburse_key_t        *key;
+    ngx_http_imburse_key_stats_t  *st;
+
+    static const char  *metrics[][3] = {
+        { "imburse_token_valid", "gauge",
+          "1 if the key has a valid token" },
+        { "imburse_token_expires_in_seconds", "gauge",
+          "seconds until the key's token expires" },
+        { "imburse_exchange_in_flight", "gauge",
+          "1 while an exchange of the key is in flight" },
+        { "imburse_exchanges_total", "counter",
+          "token exchanges of the key, failed ones included" },
+        { "imburse_exchange_failures_total", "counter",
+          "failed token exchanges of the key" },
+        { "imburse_exchange_consecutive_failures", "gauge",
+          "failed exchanges of the key since its last success" },
+        { "imburse_token_revocations_total", "counter",
+          "tokens of the key ended by an upstream 401" },
+        { "imburse_last_exchange_timestamp_seconds", "gauge",
+          "when the key's last exchange ended, in Unix seconds" }
+    };
+
+    key = imcf->keys.elts;
+
+    st = ngx_alloc(imcf->keys.nelts * sizeof(ngx_http_imburse_key_stats_t)
+                   + 1, ngx_cycle->log);
+    if (st == NULL) {
+        return p;
+    }
+
+    for (i = 0; i < imcf->keys.nelts; i++) {
+        ngx_http_imburse_store_stats(&key[i], now_ms, &st[i]);
+    }
+
+    for (m = 0; m < sizeof(metrics) / sizeof(metrics[0]); m++) {
+        p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n", metrics[m][0],
+                        metrics[m][2], metrics[m][0], metrics[m][1]);
+
+        for (i = 0; i < imcf->keys.nelts; i++) {
+            p = ngx_sprintf(p, "%s{key=\"%V\"} ", metrics[m][0],
+                            &key[i].name);
+
+            switch (m) {
+            case 0:
+                p = ngx_sprintf(p, "%d\n", st[i].valid ? 1 : 0);
+                break;
+            case 1:
+                p = ngx_sprintf(p, "%L\n", st[i].valid
+                                ? (st[i].expires_ms - now_ms) / 1000 : 0);
+                break;
+            case 2:
+                p = ngx_sprintf(p, "%d\n", st[i].in_flight ? 1 : 0);
+                break;
+            case 3:
+                p = ngx_sprintf(p, "%ui\n", st[i].exchanges);
+                break;
+            case 4:
+                p = ngx_sprintf(p, "%ui\n", st[i].failures);
+                break;
+            case 5:
+                p = ngx_sprintf(p, "%ui\n", st[i].consecutive_failures);
+                break;
+            case 6:
+                p = ngx_sprintf(p, "%ui\n", st[i].revocations);
+                break;
+            default:
+                p = ngx_sprintf(p, "%L\n", st[i].last_exchange_ms / 1000);
+                break;
+            }
+        }
+    }
+
+    ngx_free(st);
+
+    ngx_http_imburse_store_zone_usage(imcf, &zone_size, &zone_free);
+
+    return ngx_sprintf(p, "# HELP imburse_zone_size_bytes size of the imburse "
+                       "shared zone\n# TYPE imburse_zone_size_bytes gauge\n"
+                       "imburse_zone_size_bytes %uz\n"
+                       "# HELP imburse_zone_free_bytes free pages of the "
+                       "imburse shared zone, in bytes\n"
+                       "# TYPE imburse_zone_free_bytes gauge\n"
+                       "imburse_zone_free_bytes %uz\n",
+                       zone_size, zone_free);
+}
