@@ -18,7 +18,7 @@ static char *ngx_http_imburse_check_key(ngx_conf_t *cf,
     ngx_http_imburse_key_t *key);
 static ngx_int_t ngx_http_imburse_param(ngx_str_t *arg, const char *name,
     ngx_str_t *value);
-static char *ngx_http_imburse_param_time(ngx_conf_t *cf, ngx_str_t *arg,
+static ngx_int_t ngx_http_imburse_param_time(ngx_conf_t *cf, ngx_str_t *arg,
     const char *name, ngx_msec_t *msec);
 
 
@@ -28,6 +28,7 @@ ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_imburse_main_conf_t  *imcf = conf;
 
     char                    *rv;
+    ngx_int_t                rc;
     ngx_str_t               *value, v, key_file;
     ngx_uint_t               i;
     ngx_http_imburse_key_t  *key;
@@ -98,32 +99,25 @@ ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        rv = ngx_http_imburse_param_time(cf, &value[i], "refresh",
+        rc = ngx_http_imburse_param_time(cf, &value[i], "refresh",
                                          &key->refresh);
-        if (rv != NGX_CONF_OK) {
-            if (rv == NGX_CONF_ERROR) {
-                return rv;
-            }
 
-            rv = ngx_http_imburse_param_time(cf, &value[i], "retry",
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_imburse_param_time(cf, &value[i], "retry",
                                              &key->retry);
         }
 
-        if (rv != NGX_CONF_OK) {
-            if (rv == NGX_CONF_ERROR) {
-                return rv;
-            }
-
-            rv = ngx_http_imburse_param_time(cf, &value[i], "timeout",
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_imburse_param_time(cf, &value[i], "timeout",
                                              &key->timeout);
         }
 
-        if (rv == NGX_CONF_OK) {
+        if (rc == NGX_OK) {
             continue;
         }
 
-        if (rv == NGX_CONF_ERROR) {
-            return rv;
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
         }
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -308,9 +302,9 @@ ngx_http_imburse_param(ngx_str_t *arg, const char *name, ngx_str_t *value)
 }
 
 
-/* NGX_CONF_OK when arg is "name=TIME", NULL when it is another parameter */
+/* NGX_DECLINED when arg is not "name=..." */
 
-static char *
+static ngx_int_t
 ngx_http_imburse_param_time(ngx_conf_t *cf, ngx_str_t *arg, const char *name,
     ngx_msec_t *msec)
 {
@@ -323,7 +317,7 @@ ngx_http_imburse_param_time(ngx_conf_t *cf, ngx_str_t *arg, const char *name,
     if (arg->len <= len || ngx_strncmp(arg->data, name, len) != 0
         || arg->data[len] != '=')
     {
-        return NULL;
+        return NGX_DECLINED;
     }
 
     v.data = arg->data + len + 1;
@@ -334,10 +328,10 @@ ngx_http_imburse_param_time(ngx_conf_t *cf, ngx_str_t *arg, const char *name,
     if (t == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid %s value \"%V\"",
                            name, &v);
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     *msec = (ngx_msec_t) t;
 
-    return NGX_CONF_OK;
+    return NGX_OK;
 }
