@@ -230,6 +230,13 @@ ngx_http_imburse_read_key_file(ngx_conf_t *cf, ngx_http_imburse_key_t *key,
         goto done;
     }
 
+    if (ngx_file_access(&fi) & 0004) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "private_key_file \"%V\" of imburse_api_key \"%V\" "
+                           "is readable by everyone, restrict it to the user "
+                           "that starts nginx", path, &key->name);
+    }
+
     size = ngx_read_fd(fd, buf, sizeof(buf));
 
     if (size == -1) {
