@@ -14,6 +14,8 @@
 
 
 #define NGX_HTTP_IMBURSE_TOKEN_MAX    16384
+#define NGX_HTTP_IMBURSE_BEARER       "Bearer "
+#define NGX_HTTP_IMBURSE_BEARER_LEN   (sizeof(NGX_HTTP_IMBURSE_BEARER) - 1)
 
 
 typedef struct ngx_http_imburse_entry_s  ngx_http_imburse_entry_t;
@@ -105,6 +107,7 @@ void ngx_http_imburse_revoke_redirected(ngx_http_request_t *r);
 ngx_http_imburse_ctx_t *ngx_http_imburse_find_ctx(ngx_http_request_t *r);
 ngx_http_imburse_ctx_t *ngx_http_imburse_get_ctx(ngx_http_request_t *r);
 
+/* token->data must have NGX_HTTP_IMBURSE_BEARER_LEN bytes before it */
 ngx_int_t ngx_http_imburse_set_authorization(ngx_http_request_t *r,
     ngx_str_t *token);
 ngx_int_t ngx_http_imburse_unavailable(ngx_http_request_t *r,

@@ -198,6 +198,7 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
     ctx->exchanging = 0;
 
     action = ngx_http_imburse_store_get(key, r->pool,
+                                        NGX_HTTP_IMBURSE_BEARER_LEN,
                                         ngx_http_imburse_now_ms(), &lk);
 
     if (lk.taken_from) {

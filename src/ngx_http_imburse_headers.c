@@ -5,9 +5,6 @@
 #include "ngx_http_imburse_auth.h"
 
 
-#define NGX_HTTP_IMBURSE_BEARER  "Bearer "
-
-
 static ngx_str_t  ngx_http_imburse_authorization =
     ngx_string("authorization");
 
@@ -23,21 +20,15 @@ static ngx_str_t  ngx_http_imburse_authorization =
 ngx_int_t
 ngx_http_imburse_set_authorization(ngx_http_request_t *r, ngx_str_t *token)
 {
-    u_char           *p;
     ngx_str_t         value;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *found;
 
-    value.len = sizeof(NGX_HTTP_IMBURSE_BEARER) - 1 + token->len;
-    value.data = ngx_pnalloc(r->pool, value.len);
-    if (value.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(value.data, NGX_HTTP_IMBURSE_BEARER,
-                   sizeof(NGX_HTTP_IMBURSE_BEARER) - 1);
-    ngx_memcpy(p, token->data, token->len);
+    value.data = token->data - NGX_HTTP_IMBURSE_BEARER_LEN;
+    value.len = NGX_HTTP_IMBURSE_BEARER_LEN + token->len;
+    ngx_memcpy(value.data, NGX_HTTP_IMBURSE_BEARER,
+               NGX_HTTP_IMBURSE_BEARER_LEN);
 
     found = NULL;
 

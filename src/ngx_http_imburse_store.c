@@ -207,8 +207,9 @@ ngx_http_imburse_store_entry(ngx_slab_pool_t *shpool,
 
 ngx_int_t
 ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
-    int64_t now_ms, ngx_http_imburse_lookup_t *lk)
+    size_t prefix, int64_t now_ms, ngx_http_imburse_lookup_t *lk)
 {
+    u_char                    *p;
     ngx_int_t                  action;
     ngx_http_imburse_entry_t  *e;
 
@@ -224,14 +225,15 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
         && now_ms < e->expires_ms
         && ngx_memcmp(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN) == 0)
     {
-        lk->token.data = ngx_pnalloc(pool, e->token_len);
-        if (lk->token.data == NULL) {
+        p = ngx_pnalloc(pool, prefix + e->token_len);
+        if (p == NULL) {
             ngx_shmtx_unlock(&key->shpool->mutex);
             return NGX_ERROR;
         }
 
-        ngx_memcpy(lk->token.data, e->token, e->token_len);
+        lk->token.data = p + prefix;
         lk->token.len = e->token_len;
+        ngx_memcpy(lk->token.data, e->token, e->token_len);
         lk->expires_ms = e->expires_ms;
 
         action = NGX_HTTP_IMBURSE_USE;

@@ -22,7 +22,8 @@ typedef enum {
 
 
 typedef struct {
-    ngx_str_t    token;           /* copied into the request pool */
+    ngx_str_t    token;           /* copied into the request pool, after
+                                     "prefix" bytes left for the caller */
     int64_t      expires_ms;
     ngx_uint_t   claim;           /* with EXCHANGE and USE_REFRESH */
     ngx_msec_t   wait;            /* WAIT: claim deadline, BACKOFF: delay */
@@ -50,7 +51,8 @@ ngx_int_t ngx_http_imburse_store_add_zone(ngx_conf_t *cf,
     ngx_http_imburse_main_conf_t *imcf);
 
 ngx_int_t ngx_http_imburse_store_get(ngx_http_imburse_key_t *key,
-    ngx_pool_t *pool, int64_t now_ms, ngx_http_imburse_lookup_t *lk);
+    ngx_pool_t *pool, size_t prefix, int64_t now_ms,
+    ngx_http_imburse_lookup_t *lk);
 
 ngx_int_t ngx_http_imburse_store_put(ngx_http_imburse_key_t *key,
     ngx_uint_t claim, ngx_str_t *token, int64_t expires_ms, int64_t now_ms,
