@@ -74,6 +74,10 @@ typedef struct {
     ngx_str_t                  token;
     int64_t                    expires_ms;
 
+    /* in an exchange subrequest: its response body */
+    ngx_str_t                  body;
+    unsigned                   body_too_big:1;
+
     /* the exchange this request started, if any */
     ngx_http_request_t        *exchange;
     ngx_uint_t                 claim;

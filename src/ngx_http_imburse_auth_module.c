@@ -358,11 +358,12 @@ ngx_http_imburse_postconfiguration(ngx_conf_t *cf)
     imcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_imburse_auth_module);
 
-    if (imcf->keys.nelts == 0) {
-        return NGX_OK;
-    }
-
-    /* the keys array no longer moves: its elements may point to themselves */
+    /*
+     * The handler runs even without keys: "imburse_auth $var" must then
+     * fail each request, not pass the client's credentials on.
+     *
+     * The keys array no longer moves: its elements may point to themselves.
+     */
 
     key = imcf->keys.elts;
 
@@ -378,6 +379,10 @@ ngx_http_imburse_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_http_imburse_handler;
+
+    if (ngx_http_imburse_exchange_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_imburse_revoke_init(cf);
 }

@@ -17,6 +17,11 @@
 #define NGX_HTTP_IMBURSE_POLL      4
 /* an identity error body is logged at info level, this much of it */
 #define NGX_HTTP_IMBURSE_BODY_LOG  256
+/* a token response is a few kilobytes; the largest token is 16k */
+#define NGX_HTTP_IMBURSE_BODY_MAX  32768
+
+
+static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 
 static ngx_int_t ngx_http_imburse_exchange_done(ngx_http_request_t *sr,
@@ -24,7 +29,9 @@ static ngx_int_t ngx_http_imburse_exchange_done(ngx_http_request_t *sr,
 static const char *ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
     ngx_http_imburse_ctx_t *ctx, ngx_int_t rc, ngx_uint_t *status);
 static void ngx_http_imburse_log_body(ngx_http_request_t *sr,
-    ngx_http_imburse_ctx_t *ctx);
+    ngx_http_imburse_ctx_t *ctx, ngx_str_t *body);
+static ngx_int_t ngx_http_imburse_exchange_body(ngx_http_request_t *sr,
+    ngx_str_t *body);
 static void ngx_http_imburse_wake(ngx_http_imburse_key_t *key);
 static void ngx_http_imburse_wait_handler(ngx_event_t *ev);
 static void ngx_http_imburse_poll_handler(ngx_event_t *ev);
@@ -101,6 +108,19 @@ ngx_http_imburse_exchange_done(ngx_http_request_t *sr, void *data,
 
     ctx->exchange_done = 1;
 
+    if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || sr->connection->error) {
+
+        /* the client went away, the identity service did not fail */
+
+        ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
+                      "imburse key \"%V\": exchange abandoned, the client "
+                      "closed the connection", &ctx->key->name);
+
+        ngx_http_imburse_store_release(ctx->key, ctx->claim);
+        ngx_http_imburse_wake(ctx->key);
+        goto done;
+    }
+
     cause = ngx_http_imburse_exchange_result(sr, ctx, rc, &status);
 
     if (cause) {
@@ -130,8 +150,7 @@ ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
     ngx_http_imburse_ctx_t *ctx, ngx_int_t rc, ngx_uint_t *status)
 {
     int64_t              now_ms;
-    ngx_buf_t           *b;
-    ngx_str_t            token;
+    ngx_str_t            body, token;
     imburse_token_t      tok;
     imburse_token_rc_t   trc;
     u_char               fp[IMBURSE_FP_HEX_LEN];
@@ -143,14 +162,16 @@ ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
         return "subrequest failed";
     }
 
+    if (ngx_http_imburse_exchange_body(sr, &body) != NGX_OK) {
+        return "response too big";
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE
         || *status < NGX_HTTP_OK || *status >= NGX_HTTP_SPECIAL_RESPONSE)
     {
-        ngx_http_imburse_log_body(sr, ctx);
+        ngx_http_imburse_log_body(sr, ctx, &body);
         return "identity service error";
     }
-
-    b = sr->out ? sr->out->buf : NULL;
 
     token.data = ngx_pnalloc(sr->pool, NGX_HTTP_IMBURSE_TOKEN_MAX);
     if (token.data == NULL) {
@@ -159,8 +180,7 @@ ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
 
     now_ms = ngx_http_imburse_now_ms();
 
-    trc = imburse_token_parse(b ? (char *) b->pos : NULL,
-                              b ? (size_t) (b->last - b->pos) : 0,
+    trc = imburse_token_parse((char *) body.data, body.len,
                               now_ms, (char *) token.data,
                               NGX_HTTP_IMBURSE_TOKEN_MAX, &tok);
 
@@ -195,36 +215,124 @@ ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
  */
 
 static void
-ngx_http_imburse_log_body(ngx_http_request_t *sr, ngx_http_imburse_ctx_t *ctx)
+ngx_http_imburse_log_body(ngx_http_request_t *sr, ngx_http_imburse_ctx_t *ctx,
+    ngx_str_t *body)
 {
-    u_char     *p;
-    size_t      len, i;
-    ngx_buf_t  *b;
-    u_char      text[NGX_HTTP_IMBURSE_BODY_LOG];
+    size_t  len, i;
+    u_char  text[NGX_HTTP_IMBURSE_BODY_LOG];
 
-    if (sr->connection->log->log_level < NGX_LOG_INFO
-        || sr->out == NULL || sr->out->buf == NULL)
-    {
+    if (sr->connection->log->log_level < NGX_LOG_INFO || body->len == 0) {
         return;
     }
 
-    b = sr->out->buf;
-    p = b->pos;
-    len = ngx_min((size_t) (b->last - b->pos), NGX_HTTP_IMBURSE_BODY_LOG);
-
-    if (len == 0) {
-        return;
-    }
+    len = ngx_min(body->len, NGX_HTTP_IMBURSE_BODY_LOG);
 
     for (i = 0; i < len; i++) {
-        text[i] = (p[i] >= 0x20 && p[i] < 0x7f) ? p[i] : '.';
+        text[i] = (body->data[i] >= 0x20 && body->data[i] < 0x7f)
+                  ? body->data[i] : '.';
     }
 
     ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
                   "imburse key \"%V\": identity error body%s: \"%*s\"",
-                  &ctx->key->name,
-                  (size_t) (b->last - b->pos) > len ? " (truncated)" : "",
+                  &ctx->key->name, body->len > len ? " (truncated)" : "",
                   len, text);
+}
+
+
+/*
+ * The exchange's response body is kept by our own body filter: nginx's
+ * in-memory subrequests fail the client's connection when the body is
+ * bigger than subrequest_output_buffer_size.  An error_page inside the
+ * exchange location resets the subrequest's context, and its body then
+ * takes nginx's own way into sr->out.
+ */
+
+static ngx_int_t
+ngx_http_imburse_exchange_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    size_t                   n;
+    ngx_buf_t               *b;
+    ngx_chain_t             *cl;
+    ngx_http_imburse_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
+
+    if (ctx == NULL || ctx->exchange != r) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!ngx_buf_in_memory(b)) {
+
+            /* a response written to a temporary file is too big anyway */
+
+            if (ngx_buf_size(b) > 0) {
+                ctx->body_too_big = 1;
+                b->file_pos = b->file_last;
+            }
+
+            continue;
+        }
+
+        n = b->last - b->pos;
+
+        if (n && !ctx->body_too_big) {
+
+            if (ctx->body.data == NULL) {
+                ctx->body.data = ngx_pnalloc(r->pool,
+                                             NGX_HTTP_IMBURSE_BODY_MAX);
+                if (ctx->body.data == NULL) {
+                    return NGX_ERROR;
+                }
+            }
+
+            if (n > NGX_HTTP_IMBURSE_BODY_MAX - ctx->body.len) {
+                ctx->body_too_big = 1;
+
+            } else {
+                ngx_memcpy(ctx->body.data + ctx->body.len, b->pos, n);
+                ctx->body.len += n;
+            }
+        }
+
+        b->pos = b->last;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imburse_exchange_body(ngx_http_request_t *sr, ngx_str_t *body)
+{
+    ngx_buf_t               *b;
+    ngx_http_imburse_ctx_t  *sctx;
+
+    sctx = ngx_http_get_module_ctx(sr, ngx_http_imburse_auth_module);
+
+    if (sctx && sctx->exchange == sr) {
+        *body = sctx->body;
+        return sctx->body_too_big ? NGX_DECLINED : NGX_OK;
+    }
+
+    b = sr->out ? sr->out->buf : NULL;
+
+    body->data = b ? b->pos : NULL;
+    body->len = b ? (size_t) (b->last - b->pos) : 0;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_imburse_exchange_init(ngx_conf_t *cf)
+{
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_imburse_exchange_body_filter;
+
+    return NGX_OK;
 }
 
 

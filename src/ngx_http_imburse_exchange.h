@@ -10,6 +10,8 @@
 #include "ngx_http_imburse_auth.h"
 
 
+ngx_int_t ngx_http_imburse_exchange_init(ngx_conf_t *cf);
+
 ngx_int_t ngx_http_imburse_exchange_start(ngx_http_request_t *r,
     ngx_http_imburse_ctx_t *ctx, ngx_uint_t claim, ngx_uint_t background);
 

@@ -310,16 +310,11 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
 
     /*
      * Refresh ahead by "refresh", at most half the lifetime, less up to a
-     * tenth of that at random so a fleet does not refresh in step.
+     * twentieth at random so that a fleet does not refresh in step.
      */
 
-    window = (int64_t) key->refresh;
-
-    if (window > (expires_ms - now_ms) / 2) {
-        window = (expires_ms - now_ms) / 2;
-    }
-
-    window += (int64_t) (ngx_random() % (window / 10 + 1));
+    window = ngx_min((int64_t) key->refresh, (expires_ms - now_ms) / 2);
+    window -= (int64_t) (ngx_random() % (window / 20 + 1));
 
     ngx_shmtx_lock(&shpool->mutex);
 

@@ -95,9 +95,11 @@ my $load = $t->load('/api/burst', 50, 50);
 my %by = %{$load->{by_status}};
 cmp_ok($by{401} // 0, '>', 1, "burst: several 401s ($by{401})");
 is(($by{401} // 0) + ($by{200} // 0), 50, 'burst: only 401 and 200');
-is($t->stats->{exchanges} - $before, 1, 'burst: one exchange for all 401s');
+cmp_ok($t->stats->{exchanges} - $before, '<=', 1,
+    'burst: at most one exchange during the burst');
 is($t->http_get('/api/after')->{status}, 200, 'after the burst: 200');
-is($t->stats->{exchanges} - $before, 1, 'after the burst: no more exchanges');
+is($t->stats->{exchanges} - $before, 1,
+    'burst and the request after it: one exchange for all 401s');
 
 ###############################################################################
 # Scenario: error_page 401 resends the request once with a fresh token
