@@ -26,7 +26,7 @@ $(BUILD)/nginx/Makefile: config | deps
 
 $(MODULE): $(BUILD)/nginx/Makefile $(SOURCES)
 	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
-	cp $(BUILD)/nginx/objs/ngx_http_imburse_auth_module.so $@
+	cp $(BUILD)/nginx/objs/ngx_http_imburse_auth_module.so $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/unit/%: t/unit/%.c src/ngx_imburse_hmac.c src/ngx_imburse_token.c src/*.h | deps
 	@mkdir -p $(BUILD)/unit
