@@ -6,7 +6,9 @@ NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      := build
 MODULE     := $(BUILD)/ngx_http_imburse_auth_module.so
 SOURCES    := config $(wildcard src/*.c src/*.h)
-UNIT_BINS  := $(BUILD)/unit/hmac $(BUILD)/unit/token
+UNIT_BINS  := $(BUILD)/unit/hmac $(BUILD)/unit/token $(BUILD)/unit/fleet
+PURE_SRCS  := src/ngx_imburse_hmac.c src/ngx_imburse_token.c \
+              src/ngx_imburse_resp.c src/ngx_imburse_fleet_crypto.c
 CFLAGS_UNIT = -O1 -g -Wall -Wextra -Werror -Isrc
 
 .PHONY: all deps test unit demo clean
@@ -28,9 +30,9 @@ $(MODULE): $(BUILD)/nginx/Makefile $(SOURCES)
 	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
 	cp $(BUILD)/nginx/objs/ngx_http_imburse_auth_module.so $@.tmp && mv -f $@.tmp $@
 
-$(BUILD)/unit/%: t/unit/%.c src/ngx_imburse_hmac.c src/ngx_imburse_token.c src/*.h | deps
+$(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(PURE_SRCS) src/*.h | deps
 	@mkdir -p $(BUILD)/unit
-	$(CC) $(CFLAGS_UNIT) -o $@ $< src/ngx_imburse_hmac.c src/ngx_imburse_token.c -lcjson -lcrypto -lm
+	$(CC) $(CFLAGS_UNIT) -o $@ $< $(PURE_SRCS) -lcjson -lcrypto -lm
 
 unit: $(UNIT_BINS)
 
