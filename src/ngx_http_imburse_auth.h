@@ -18,7 +18,8 @@
 #define NGX_HTTP_IMBURSE_BEARER_LEN   (sizeof(NGX_HTTP_IMBURSE_BEARER) - 1)
 
 
-typedef struct ngx_http_imburse_entry_s  ngx_http_imburse_entry_t;
+typedef struct ngx_http_imburse_entry_s     ngx_http_imburse_entry_t;
+typedef struct ngx_http_imburse_exchange_s  ngx_http_imburse_exchange_t;
 
 
 typedef enum {
@@ -40,6 +41,12 @@ typedef struct {
     ngx_msec_t                 retry;
     ngx_msec_t                 timeout;
     u_char                     fingerprint[IMBURSE_SHA256_LEN];
+
+    /* the fleet tier: its location, and the token's place in Redis */
+    ngx_str_t                  fleet;
+    ngx_str_t                  fleet_token_key;
+    ngx_str_t                  fleet_lock_key;
+    u_char                     fleet_seal_key[32];
 
     ngx_slab_pool_t           *shpool;
     ngx_http_imburse_entry_t  *entry;           /* in the shared zone */
@@ -74,15 +81,14 @@ typedef struct {
     ngx_str_t                  token;
     int64_t                    expires_ms;
 
-    /* in an exchange subrequest: its response body */
+    /* the exchange this request started, if any */
+    ngx_http_imburse_exchange_t  *x;
+
+    /* in a subrequest of an exchange */
+    ngx_http_request_t        *exchange;        /* itself, for IDENTITY */
+    void                      *redis_op;        /* for the fleet steps */
     ngx_str_t                  body;
     unsigned                   body_too_big:1;
-
-    /* the exchange this request started, if any */
-    ngx_http_request_t        *exchange;
-    ngx_uint_t                 claim;
-    unsigned                   exchanging:1;
-    unsigned                   exchange_done:1;
 
     /* waiting for another request's exchange */
     ngx_event_t                wait;

@@ -144,7 +144,7 @@ ngx_http_imburse_handler(ngx_http_request_t *r)
         ctx->key = key;
         ngx_http_set_ctx(r, ctx, ngx_http_imburse_auth_module);
 
-    } else if (ctx->waiting || (ctx->exchanging && !ctx->exchange_done)) {
+    } else if (ctx->waiting) {
         /* woken by something else than the end of the wait */
         return NGX_AGAIN;
     }
@@ -195,7 +195,6 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
     ngx_http_imburse_lookup_t   lk;
 
     key = ctx->key;
-    ctx->exchanging = 0;
 
     action = ngx_http_imburse_store_get(key, r->pool,
                                         NGX_HTTP_IMBURSE_BEARER_LEN,
@@ -205,6 +204,17 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "imburse key \"%V\": exchange of worker %P did not end "
                       "in time, taking it over", &key->name, lk.taken_from);
+    }
+
+    if ((action == NGX_HTTP_IMBURSE_USE_REFRESH
+         || action == NGX_HTTP_IMBURSE_EXCHANGE)
+        && ctx->x && !ctx->x->ended)
+    {
+        /* this request runs an exchange already: one at a time */
+        ngx_http_imburse_store_release(key, lk.claim);
+        action = (action == NGX_HTTP_IMBURSE_EXCHANGE)
+                 ? NGX_HTTP_IMBURSE_WAIT : NGX_HTTP_IMBURSE_USE;
+        lk.wait = ngx_current_msec + key->timeout;
     }
 
     switch (action) {
@@ -217,7 +227,7 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
          * request does not wait for the exchange.
          */
 
-        if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 1) == NGX_ERROR) {
+        if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 1) != NGX_OK) {
             ngx_http_imburse_store_release(key, lk.claim);
 
         } else if (r->http_version < NGX_HTTP_VERSION_20) {
@@ -246,14 +256,16 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
 
     case NGX_HTTP_IMBURSE_EXCHANGE:
 
-        ctx->status = NGX_HTTP_IMBURSE_MISS;
-
-        if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 0) == NGX_ERROR) {
+        if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 0) != NGX_OK) {
             ngx_http_imburse_store_release(key, lk.claim);
             return NGX_ERROR;
         }
 
-        return NGX_AGAIN;
+        /* the request that started the exchange waits like any other */
+
+        lk.wait = ngx_current_msec + key->timeout;
+
+        /* fall through */
 
     case NGX_HTTP_IMBURSE_WAIT:
 

@@ -1,11 +1,8 @@
 /*
- * The token exchange and the requests waiting for it.
- *
- * One request claims the exchange in the shared store and runs it as an
- * in-memory subrequest.  Requests of the same worker that need the token
- * meanwhile are queued on the key and resumed the moment it ends; queued
- * requests of other workers see the end through one short poll of the
- * store's version per key and worker.
+ * The token exchange: the chain of background subrequests that the request
+ * holding a key's claim runs, one step at a time, each step started when
+ * the previous one ended.  The steps of the fleet tier are in
+ * ngx_http_imburse_fleet.c; the identity step is here.
  */
 
 #include "ngx_http_imburse_auth.h"
@@ -14,7 +11,6 @@
 #include "ngx_imburse_token.h"
 
 
-#define NGX_HTTP_IMBURSE_POLL      4
 /* an identity error body is logged at info level, this much of it */
 #define NGX_HTTP_IMBURSE_BODY_LOG  256
 /* a token response is a few kilobytes; the largest token is 16k */
@@ -24,89 +20,152 @@
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 
+static ngx_int_t ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x);
 static ngx_int_t ngx_http_imburse_exchange_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
-static const char *ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
-    ngx_http_imburse_ctx_t *ctx, ngx_int_t rc, ngx_uint_t *status);
+static ngx_http_imburse_step_e ngx_http_imburse_identity_done(
+    ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc);
+static const char *ngx_http_imburse_identity_result(
+    ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc,
+    ngx_uint_t *status);
 static void ngx_http_imburse_log_body(ngx_http_request_t *sr,
-    ngx_http_imburse_ctx_t *ctx, ngx_str_t *body);
+    ngx_http_imburse_key_t *key, ngx_str_t *body);
 static ngx_int_t ngx_http_imburse_exchange_body(ngx_http_request_t *sr,
     ngx_str_t *body);
-static void ngx_http_imburse_wake(ngx_http_imburse_key_t *key);
-static void ngx_http_imburse_wait_handler(ngx_event_t *ev);
-static void ngx_http_imburse_poll_handler(ngx_event_t *ev);
+static void ngx_http_imburse_exchange_end(ngx_http_imburse_exchange_t *x);
+static void ngx_http_imburse_exchange_timer(ngx_event_t *ev);
 
 
 ngx_int_t
 ngx_http_imburse_exchange_start(ngx_http_request_t *r,
-    ngx_http_imburse_ctx_t *ctx, ngx_uint_t claim, ngx_uint_t background)
+    ngx_http_imburse_ctx_t *ctx, ngx_uint_t claim, ngx_uint_t refresh)
 {
-    ngx_uint_t                   flags;
+    ngx_http_imburse_exchange_t  *x;
+
+    x = ngx_pcalloc(r->pool, sizeof(ngx_http_imburse_exchange_t));
+    if (x == NULL) {
+        return NGX_ERROR;
+    }
+
+    x->request = r;
+    x->key = ctx->key;
+    x->claim = claim;
+    x->refresh = refresh;
+
+    x->timer.handler = ngx_http_imburse_exchange_timer;
+    x->timer.data = x;
+    x->timer.log = r->connection->log;
+
+    x->step = ngx_http_imburse_fleet_first(x);
+
+    ctx->x = x;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "imburse key \"%V\": exchange started%s",
+                   &x->key->name, refresh ? " ahead of expiry" : "");
+
+    if (ngx_http_imburse_exchange_run(x) != NGX_OK) {
+        x->ended = 1;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Steps run as background subrequests: the request that started the chain
+ * goes on (refresh-ahead) or waits for the token like any other request.
+ */
+
+static ngx_int_t
+ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x)
+{
+    ngx_str_t                   *uri;
     ngx_http_request_t          *sr;
     ngx_http_imburse_ctx_t      *sctx;
     ngx_http_post_subrequest_t  *ps;
 
-    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (x->step == NGX_HTTP_IMBURSE_STEP_END) {
+        ngx_http_imburse_exchange_end(x);
+        return NGX_OK;
+    }
+
+    if (x->step == NGX_HTTP_IMBURSE_STEP_WAIT) {
+        ngx_add_timer(&x->timer, NGX_HTTP_IMBURSE_FLEET_POLL);
+        return NGX_OK;
+    }
+
+    ps = ngx_palloc(x->request->pool, sizeof(ngx_http_post_subrequest_t));
     if (ps == NULL) {
         return NGX_ERROR;
     }
 
-    sctx = ngx_pcalloc(r->pool, sizeof(ngx_http_imburse_ctx_t));
+    sctx = ngx_pcalloc(x->request->pool, sizeof(ngx_http_imburse_ctx_t));
     if (sctx == NULL) {
         return NGX_ERROR;
     }
 
     ps->handler = ngx_http_imburse_exchange_done;
-    ps->data = ctx;
+    ps->data = x;
 
-    flags = NGX_HTTP_SUBREQUEST_IN_MEMORY
-            | (background ? NGX_HTTP_SUBREQUEST_BACKGROUND
-                          : NGX_HTTP_SUBREQUEST_WAITED);
+    if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
+        uri = &x->key->exchange;
 
-    if (ngx_http_subrequest(r, &ctx->key->exchange, NULL, &sr, ps, flags)
+    } else {
+        if (ngx_http_imburse_fleet_prepare(x) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        uri = &x->key->fleet;
+        sctx->redis_op = &x->op;
+    }
+
+    if (ngx_http_subrequest(x->request, uri, NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY
+                            |NGX_HTTP_SUBREQUEST_BACKGROUND)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     /* $imburse_hmac signs for the key of the exchange it is evaluated in */
-    sctx->key = ctx->key;
-    sctx->exchange = sr;
+
+    sctx->key = x->key;
+    sctx->x = x;
+
+    if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
+        sctx->exchange = sr;
+    }
+
     ngx_http_set_ctx(sr, sctx, ngx_http_imburse_auth_module);
 
-    ctx->exchange = sr;
-    ctx->claim = claim;
-    ctx->exchanging = 1;
-    ctx->exchange_done = 0;
+    x->sr = sr;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "imburse key \"%V\": exchange started%s",
-                   &ctx->key->name, background ? " in background" : "");
+    /* each step keeps the claim: only a stuck chain loses it */
+    ngx_http_imburse_store_extend(x->key, x->claim);
 
-    return NGX_AGAIN;
+    return NGX_OK;
 }
 
 
 /*
- * Runs when the subrequest is finalized, possibly more than once: the
- * first call records the result.  Errors of the exchange are the key's,
- * not the client's: they never terminate the client's request.
+ * Runs when a step's subrequest is finalized, possibly more than once:
+ * the first call counts.  Errors of a step are the key's, not the
+ * client's: they never terminate the client's request.
  */
 
 static ngx_int_t
 ngx_http_imburse_exchange_done(ngx_http_request_t *sr, void *data,
     ngx_int_t rc)
 {
-    ngx_http_imburse_ctx_t  *ctx = data;
+    ngx_http_imburse_exchange_t  *x = data;
 
-    ngx_uint_t               status;
-    const char              *cause;
-
-    if (rc == NGX_AGAIN || ctx->exchange_done) {
+    if (rc == NGX_AGAIN || x->ended || x->sr != sr) {
         goto done;
     }
 
-    ctx->exchange_done = 1;
+    x->sr = NULL;
 
     if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || sr->connection->error) {
 
@@ -114,26 +173,22 @@ ngx_http_imburse_exchange_done(ngx_http_request_t *sr, void *data,
 
         ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
                       "imburse key \"%V\": exchange abandoned, the client "
-                      "closed the connection", &ctx->key->name);
+                      "closed the connection", &x->key->name);
 
-        ngx_http_imburse_store_release(ctx->key, ctx->claim);
-        ngx_http_imburse_wake(ctx->key);
+        ngx_http_imburse_exchange_cleanup(x);
         goto done;
     }
 
-    cause = ngx_http_imburse_exchange_result(sr, ctx, rc, &status);
+    if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
+        x->step = ngx_http_imburse_identity_done(x, sr, rc);
 
-    if (cause) {
-        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
-                      "imburse key \"%V\": token exchange failed: %s "
-                      "(status %ui) from \"%V\"",
-                      &ctx->key->name, cause, status, &ctx->key->exchange);
-
-        ngx_http_imburse_store_fail(ctx->key, ctx->claim,
-                                    ngx_http_imburse_now_ms(), cause);
+    } else {
+        x->step = ngx_http_imburse_fleet_done(x, rc);
     }
 
-    ngx_http_imburse_wake(ctx->key);
+    if (ngx_http_imburse_exchange_run(x) != NGX_OK) {
+        ngx_http_imburse_exchange_cleanup(x);
+    }
 
 done:
 
@@ -145,9 +200,36 @@ done:
 }
 
 
+static ngx_http_imburse_step_e
+ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
+    ngx_http_request_t *sr, ngx_int_t rc)
+{
+    ngx_uint_t   status;
+    const char  *cause;
+
+    cause = ngx_http_imburse_identity_result(x, sr, rc, &status);
+
+    if (cause) {
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "imburse key \"%V\": token exchange failed: %s "
+                      "(status %ui) from \"%V\"",
+                      &x->key->name, cause, status, &x->key->exchange);
+
+        ngx_http_imburse_store_fail(x->key, x->claim,
+                                    ngx_http_imburse_now_ms(), cause);
+    }
+
+    /* the waiting requests go on now, whatever the fleet steps left */
+
+    ngx_http_imburse_wake(x->key);
+
+    return ngx_http_imburse_fleet_after_identity(x, x->token.len != 0);
+}
+
+
 static const char *
-ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
-    ngx_http_imburse_ctx_t *ctx, ngx_int_t rc, ngx_uint_t *status)
+ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
+    ngx_http_request_t *sr, ngx_int_t rc, ngx_uint_t *status)
 {
     int64_t              now_ms;
     ngx_str_t            body, token;
@@ -169,7 +251,7 @@ ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE
         || *status < NGX_HTTP_OK || *status >= NGX_HTTP_SPECIAL_RESPONSE)
     {
-        ngx_http_imburse_log_body(sr, ctx, &body);
+        ngx_http_imburse_log_body(sr, x->key, &body);
         return "identity service error";
     }
 
@@ -190,19 +272,24 @@ ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
 
     token.len = tok.token_len;
 
-    if (ngx_http_imburse_store_put(ctx->key, ctx->claim, &token,
-                                   tok.expires_ms, now_ms, sr->connection->log)
+    if (ngx_http_imburse_store_put(x->key, x->claim, &token, tok.expires_ms,
+                                   now_ms, 0, sr->connection->log)
         != NGX_OK)
     {
         /* logged and recorded by the store */
         return NULL;
     }
 
+    /* kept for the fleet's copy */
+    x->token = token;
+    x->expires_ms = tok.expires_ms;
+    x->obtained_ms = now_ms;
+
     imburse_fingerprint((char *) fp, token.data, token.len);
 
     ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
                   "imburse key \"%V\": new token %*s, expires in %L s",
-                  &ctx->key->name, (size_t) IMBURSE_FP_HEX_LEN, fp,
+                  &x->key->name, (size_t) IMBURSE_FP_HEX_LEN, fp,
                   (tok.expires_ms - now_ms) / 1000);
 
     return NULL;
@@ -215,7 +302,7 @@ ngx_http_imburse_exchange_result(ngx_http_request_t *sr,
  */
 
 static void
-ngx_http_imburse_log_body(ngx_http_request_t *sr, ngx_http_imburse_ctx_t *ctx,
+ngx_http_imburse_log_body(ngx_http_request_t *sr, ngx_http_imburse_key_t *key,
     ngx_str_t *body)
 {
     size_t  len, i;
@@ -234,7 +321,7 @@ ngx_http_imburse_log_body(ngx_http_request_t *sr, ngx_http_imburse_ctx_t *ctx,
 
     ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
                   "imburse key \"%V\": identity error body%s: \"%*s\"",
-                  &ctx->key->name, body->len > len ? " (truncated)" : "",
+                  &key->name, body->len > len ? " (truncated)" : "",
                   len, text);
 }
 
@@ -336,126 +423,58 @@ ngx_http_imburse_exchange_init(ngx_conf_t *cf)
 }
 
 
-ngx_int_t
-ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
-    ngx_msec_t deadline, ngx_uint_t version)
-{
-    ngx_msec_int_t           delay;
-    ngx_http_imburse_key_t  *key;
-
-    key = ctx->key;
-
-    if (ctx->wait.handler == NULL) {
-        ctx->wait.handler = ngx_http_imburse_wait_handler;
-        ctx->wait.data = r;
-        ctx->wait.log = r->connection->log;
-    }
-
-    delay = (ngx_msec_int_t) (deadline - ngx_current_msec);
-
-    ngx_add_timer(&ctx->wait, delay > 0 ? (ngx_msec_t) delay : 1);
-
-    ngx_queue_insert_tail(&key->waiters, &ctx->queue);
-    ctx->waiting = 1;
-
-    if (!key->poll.timer_set) {
-        key->poll_version = version;
-        ngx_add_timer(&key->poll, NGX_HTTP_IMBURSE_POLL);
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "imburse key \"%V\": waiting up to %M ms",
-                   &key->name, (ngx_msec_t) delay);
-
-    return NGX_AGAIN;
-}
-
-
 static void
-ngx_http_imburse_wake(ngx_http_imburse_key_t *key)
+ngx_http_imburse_exchange_timer(ngx_event_t *ev)
 {
-    ngx_queue_t             *q;
-    ngx_http_imburse_ctx_t  *ctx;
+    ngx_connection_t             *c;
+    ngx_http_imburse_exchange_t  *x;
 
-    while (!ngx_queue_empty(&key->waiters)) {
-        q = ngx_queue_head(&key->waiters);
-        ngx_queue_remove(q);
+    x = ev->data;
+    c = x->request->connection;
 
-        ctx = ngx_queue_data(q, ngx_http_imburse_ctx_t, queue);
-        ctx->waiting = 0;
+    ngx_http_set_log_request(c->log, x->request);
 
-        ngx_post_event(&ctx->wait, &ngx_posted_events);
+    x->step = NGX_HTTP_IMBURSE_STEP_GET;
+
+    if (ngx_http_imburse_exchange_run(x) != NGX_OK) {
+        ngx_http_imburse_exchange_cleanup(x);
     }
-}
-
-
-static void
-ngx_http_imburse_wait_handler(ngx_event_t *ev)
-{
-    ngx_connection_t        *c;
-    ngx_http_request_t      *r;
-    ngx_http_imburse_ctx_t  *ctx;
-
-    r = ev->data;
-    c = r->connection;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
-
-    if (ev->timer_set) {
-        ngx_del_timer(ev);
-    }
-
-    if (ctx->waiting) {
-        ngx_queue_remove(&ctx->queue);
-        ctx->waiting = 0;
-    }
-
-    ngx_http_set_log_request(c->log, r);
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                   "imburse key \"%V\": wait ended", &ctx->key->name);
-
-    r->write_event_handler(r);
 
     ngx_http_run_posted_requests(c);
 }
 
 
 static void
-ngx_http_imburse_poll_handler(ngx_event_t *ev)
+ngx_http_imburse_exchange_end(ngx_http_imburse_exchange_t *x)
 {
-    ngx_uint_t               version;
-    ngx_http_imburse_key_t  *key;
+    x->ended = 1;
 
-    key = ev->data;
-
-    if (ngx_queue_empty(&key->waiters)) {
-        return;
-    }
-
-    version = ngx_http_imburse_store_version(key);
-
-    if (version != key->poll_version) {
-        key->poll_version = version;
-        ngx_http_imburse_wake(key);
-        return;
-    }
-
-    ngx_add_timer(ev, NGX_HTTP_IMBURSE_POLL);
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, x->request->connection->log, 0,
+                   "imburse key \"%V\": exchange ended", &x->key->name);
 }
 
 
-void
-ngx_http_imburse_key_init_waiters(ngx_http_imburse_key_t *key,
-    ngx_log_t *log)
-{
-    ngx_queue_init(&key->waiters);
+/*
+ * The chain stops before its end: its request went away, or a step could
+ * not be started.  The claim goes back, so that another request runs a
+ * new exchange; a fleet lock we hold expires in Redis by itself.
+ */
 
-    ngx_memzero(&key->poll, sizeof(ngx_event_t));
-    key->poll.handler = ngx_http_imburse_poll_handler;
-    key->poll.data = key;
-    key->poll.log = log;
-    key->poll.cancelable = 1;
+void
+ngx_http_imburse_exchange_cleanup(ngx_http_imburse_exchange_t *x)
+{
+    if (x->ended) {
+        return;
+    }
+
+    x->ended = 1;
+
+    if (x->timer.timer_set) {
+        ngx_del_timer(&x->timer);
+    }
+
+    ngx_http_imburse_store_release(x->key, x->claim);
+    ngx_http_imburse_wake(x->key);
 }
 
 
@@ -464,24 +483,9 @@ ngx_http_imburse_ctx_cleanup(void *data)
 {
     ngx_http_imburse_ctx_t  *ctx = data;
 
-    if (ctx->waiting) {
-        ngx_queue_remove(&ctx->queue);
-        ctx->waiting = 0;
-    }
+    ngx_http_imburse_wait_cleanup(ctx);
 
-    if (ctx->wait.timer_set) {
-        ngx_del_timer(&ctx->wait);
-    }
-
-    if (ctx->wait.posted) {
-        ngx_delete_posted_event(&ctx->wait);
-    }
-
-    /* the client went away during its exchange: let another request run it */
-
-    if (ctx->exchanging && !ctx->exchange_done) {
-        ctx->exchange_done = 1;
-        ngx_http_imburse_store_release(ctx->key, ctx->claim);
-        ngx_http_imburse_wake(ctx->key);
+    if (ctx->x) {
+        ngx_http_imburse_exchange_cleanup(ctx->x);
     }
 }

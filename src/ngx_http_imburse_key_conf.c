@@ -2,10 +2,11 @@
  * The imburse_api_key directive: one tenant API key.
  *
  *     imburse_api_key NAME public_key=STR private_key_file=PATH exchange=URI
- *                     [refresh=TIME] [retry=TIME] [timeout=TIME];
+ *                     [refresh=TIME] [retry=TIME] [timeout=TIME] [fleet=URI];
  */
 
 #include "ngx_http_imburse_auth.h"
+#include "ngx_imburse_fleet_crypto.h"
 
 
 /* a 64-byte HMAC key is 88 base64 characters: anything far bigger is wrong */
@@ -15,6 +16,8 @@
 static char *ngx_http_imburse_read_key_file(ngx_conf_t *cf,
     ngx_http_imburse_key_t *key, ngx_str_t *path);
 static char *ngx_http_imburse_check_key(ngx_conf_t *cf,
+    ngx_http_imburse_key_t *key);
+static char *ngx_http_imburse_fleet_keys(ngx_conf_t *cf,
     ngx_http_imburse_key_t *key);
 static ngx_int_t ngx_http_imburse_param(ngx_str_t *arg, const char *name,
     ngx_str_t *value);
@@ -92,11 +95,9 @@ ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "fleet=", 6) == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"fleet=\" is not supported by this version "
-                               "of the imburse module");
-            return NGX_CONF_ERROR;
+        if (ngx_http_imburse_param(&value[i], "fleet=", &v) == NGX_OK) {
+            key->fleet = v;
+            continue;
         }
 
         rc = ngx_http_imburse_param_time(cf, &value[i], "refresh",
@@ -152,7 +153,63 @@ ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
-    return ngx_http_imburse_read_key_file(cf, key, &key_file);
+    rv = ngx_http_imburse_read_key_file(cf, key, &key_file);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    return ngx_http_imburse_fleet_keys(cf, key);
+}
+
+
+/*
+ * The fleet's Redis keys are named after the public key, and tokens there
+ * are sealed with a key only holders of the private key can derive.
+ */
+
+static char *
+ngx_http_imburse_fleet_keys(ngx_conf_t *cf, ngx_http_imburse_key_t *key)
+{
+    u_char  *p;
+    char     ns[IMBURSE_FLEET_NS_LEN];
+
+    if (key->fleet.len == 0) {
+        return NGX_CONF_OK;
+    }
+
+    if (key->fleet.data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"fleet=%V\" in imburse_api_key \"%V\": "
+                           "it must be a location URI starting with \"/\"",
+                           &key->fleet, &key->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (imburse_fleet_derive_key(key->fleet_seal_key, key->private_key.data,
+                                 key->private_key.len, key->public_key.data,
+                                 key->public_key.len)
+        != 0)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    imburse_fleet_namespace(ns, key->public_key.data, key->public_key.len);
+
+    p = ngx_pnalloc(cf->pool, 2 * (sizeof("imburse::token") - 1
+                                   + IMBURSE_FLEET_NS_LEN));
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    key->fleet_token_key.data = p;
+    p = ngx_sprintf(p, "imburse:%*s:token", (size_t) IMBURSE_FLEET_NS_LEN, ns);
+    key->fleet_token_key.len = p - key->fleet_token_key.data;
+
+    key->fleet_lock_key.data = p;
+    p = ngx_sprintf(p, "imburse:%*s:lock", (size_t) IMBURSE_FLEET_NS_LEN, ns);
+    key->fleet_lock_key.len = p - key->fleet_lock_key.data;
+
+    return NGX_CONF_OK;
 }
 
 

@@ -9,7 +9,7 @@
 
 
 /* bump when the layout of the structures below changes */
-#define NGX_HTTP_IMBURSE_LAYOUT      1
+#define NGX_HTTP_IMBURSE_LAYOUT      2
 #define NGX_HTTP_IMBURSE_BACKOFF_MAX 60000
 
 
@@ -48,6 +48,13 @@ struct ngx_http_imburse_entry_s {
     ngx_uint_t                 revocations;
     int64_t                    last_exchange_ms;
     u_char                     last_error[32];
+
+    ngx_uint_t                 fleet_hits;
+    ngx_uint_t                 fleet_locks_taken;
+    ngx_uint_t                 fleet_locks_lost;
+    ngx_uint_t                 fleet_errors;
+    ngx_msec_t                 fleet_skip_until;
+    unsigned                   fleet_down:1;
 };
 
 
@@ -296,25 +303,40 @@ ngx_http_imburse_store_unclaim(ngx_http_imburse_entry_t *e, ngx_uint_t claim)
 }
 
 
-ngx_int_t
-ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
-    ngx_str_t *token, int64_t expires_ms, int64_t now_ms, ngx_log_t *log)
+int64_t
+ngx_http_imburse_store_refresh_at(ngx_http_imburse_key_t *key,
+    int64_t expires_ms, int64_t obtained_ms)
 {
-    u_char                    *p;
-    int64_t                    window;
-    ngx_slab_pool_t           *shpool;
-    ngx_http_imburse_entry_t  *e;
-
-    e = key->entry;
-    shpool = key->shpool;
+    int64_t  window;
 
     /*
      * Refresh ahead by "refresh", at most half the lifetime, less up to a
      * twentieth at random so that a fleet does not refresh in step.
      */
 
-    window = ngx_min((int64_t) key->refresh, (expires_ms - now_ms) / 2);
+    window = ngx_min((int64_t) key->refresh,
+                     ngx_max(expires_ms - obtained_ms, 0) / 2);
     window -= (int64_t) (ngx_random() % (window / 20 + 1));
+
+    return expires_ms - window;
+}
+
+
+ngx_int_t
+ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
+    ngx_str_t *token, int64_t expires_ms, int64_t obtained_ms,
+    ngx_uint_t from_fleet, ngx_log_t *log)
+{
+    u_char                    *p;
+    int64_t                    refresh_ms;
+    ngx_slab_pool_t           *shpool;
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+    shpool = key->shpool;
+
+    refresh_ms = ngx_http_imburse_store_refresh_at(key, expires_ms,
+                                                   obtained_ms);
 
     ngx_shmtx_lock(&shpool->mutex);
 
@@ -329,7 +351,7 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
                           "fit in the imburse zone, increase imburse_zone",
                           &key->name, token->len);
 
-            ngx_http_imburse_store_fail(key, claim, now_ms, "zone full");
+            ngx_http_imburse_store_fail(key, claim, obtained_ms, "zone full");
             return NGX_ERROR;
         }
 
@@ -344,15 +366,21 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
     ngx_memcpy(e->token, token->data, token->len);
     e->token_len = token->len;
     e->expires_ms = expires_ms;
-    e->refresh_ms = expires_ms - window;
+    e->refresh_ms = refresh_ms;
     ngx_memcpy(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN);
     imburse_fingerprint((char *) e->token_fp, token->data, token->len);
 
-    e->exchanges++;
+    if (from_fleet) {
+        e->fleet_hits++;
+
+    } else {
+        e->exchanges++;
+        e->last_exchange_ms = obtained_ms;
+    }
+
     e->consecutive_failures = 0;
     e->backoff = 0;
     e->retry_at = ngx_current_msec;
-    e->last_exchange_ms = now_ms;
     e->last_error[0] = '\0';
 
     ngx_http_imburse_store_unclaim(e, claim);
@@ -405,6 +433,102 @@ ngx_http_imburse_store_release(ngx_http_imburse_key_t *key, ngx_uint_t claim)
     ngx_shmtx_lock(&key->shpool->mutex);
     ngx_http_imburse_store_unclaim(key->entry, claim);
     ngx_shmtx_unlock(&key->shpool->mutex);
+}
+
+
+void
+ngx_http_imburse_store_extend(ngx_http_imburse_key_t *key, ngx_uint_t claim)
+{
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+
+    if (e->owner == ngx_pid && e->claim == claim) {
+        e->deadline = ngx_current_msec + key->timeout;
+    }
+
+    ngx_shmtx_unlock(&key->shpool->mutex);
+}
+
+
+void
+ngx_http_imburse_store_defer(ngx_http_imburse_key_t *key, ngx_uint_t claim,
+    ngx_msec_t delay)
+{
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+
+    if (e->claim == claim) {
+        e->retry_at = ngx_current_msec + delay;
+    }
+
+    ngx_http_imburse_store_unclaim(e, claim);
+
+    ngx_shmtx_unlock(&key->shpool->mutex);
+}
+
+
+ngx_uint_t
+ngx_http_imburse_store_fleet(ngx_http_imburse_key_t *key,
+    ngx_http_imburse_fleet_event_e event)
+{
+    ngx_uint_t                 changed;
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+    changed = 0;
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+
+    switch (event) {
+
+    case NGX_HTTP_IMBURSE_FLEET_HIT:
+        /* counted by ngx_http_imburse_store_put() */
+        break;
+
+    case NGX_HTTP_IMBURSE_FLEET_LOCK_TAKEN:
+        e->fleet_locks_taken++;
+        break;
+
+    case NGX_HTTP_IMBURSE_FLEET_LOCK_LOST:
+        e->fleet_locks_lost++;
+        break;
+
+    case NGX_HTTP_IMBURSE_FLEET_ERROR:
+        e->fleet_errors++;
+        e->fleet_skip_until = ngx_current_msec + key->retry;
+        changed = !e->fleet_down;
+        e->fleet_down = 1;
+        break;
+
+    case NGX_HTTP_IMBURSE_FLEET_OK:
+        changed = e->fleet_down;
+        e->fleet_down = 0;
+        break;
+    }
+
+    ngx_shmtx_unlock(&key->shpool->mutex);
+
+    return changed;
+}
+
+
+ngx_uint_t
+ngx_http_imburse_store_fleet_usable(ngx_http_imburse_key_t *key)
+{
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+
+    /* one word, read without the lock: a stale value costs one attempt */
+
+    return !((volatile ngx_http_imburse_entry_t *) e)->fleet_down
+           || (ngx_msec_int_t) (ngx_current_msec - e->fleet_skip_until) >= 0;
 }
 
 
@@ -487,6 +611,11 @@ ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
     st->failures = e->failures;
     st->consecutive_failures = e->consecutive_failures;
     st->revocations = e->revocations;
+    st->fleet_hits = e->fleet_hits;
+    st->fleet_locks_taken = e->fleet_locks_taken;
+    st->fleet_locks_lost = e->fleet_locks_lost;
+    st->fleet_errors = e->fleet_errors;
+    st->fleet_down = e->fleet_down;
     st->expires_ms = e->expires_ms;
     st->last_exchange_ms = e->last_exchange_ms;
     ngx_memcpy(st->last_error, e->last_error, sizeof(st->last_error));

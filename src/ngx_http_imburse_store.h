@@ -38,12 +38,17 @@ typedef struct {
     ngx_uint_t   failures;
     ngx_uint_t   consecutive_failures;
     ngx_uint_t   revocations;
+    ngx_uint_t   fleet_hits;
+    ngx_uint_t   fleet_locks_taken;
+    ngx_uint_t   fleet_locks_lost;
+    ngx_uint_t   fleet_errors;
     int64_t      expires_ms;
     int64_t      last_exchange_ms;
     u_char       last_error[32];
     u_char       token_fp[IMBURSE_FP_HEX_LEN];
     unsigned     valid:1;
     unsigned     in_flight:1;
+    unsigned     fleet_down:1;
 } ngx_http_imburse_key_stats_t;
 
 
@@ -54,9 +59,39 @@ ngx_int_t ngx_http_imburse_store_get(ngx_http_imburse_key_t *key,
     ngx_pool_t *pool, size_t prefix, int64_t now_ms,
     ngx_http_imburse_lookup_t *lk);
 
+/* obtained_ms: when the token was issued; from_fleet: not our exchange */
 ngx_int_t ngx_http_imburse_store_put(ngx_http_imburse_key_t *key,
-    ngx_uint_t claim, ngx_str_t *token, int64_t expires_ms, int64_t now_ms,
-    ngx_log_t *log);
+    ngx_uint_t claim, ngx_str_t *token, int64_t expires_ms,
+    int64_t obtained_ms, ngx_uint_t from_fleet, ngx_log_t *log);
+
+/* a refresh point within the key's window, for a token of this lifetime */
+int64_t ngx_http_imburse_store_refresh_at(ngx_http_imburse_key_t *key,
+    int64_t expires_ms, int64_t obtained_ms);
+
+/* the claim's owner is still at work: move its deadline */
+void ngx_http_imburse_store_extend(ngx_http_imburse_key_t *key,
+    ngx_uint_t claim);
+
+/* release the claim, with no new attempt before delay, and no failure */
+void ngx_http_imburse_store_defer(ngx_http_imburse_key_t *key,
+    ngx_uint_t claim, ngx_msec_t delay);
+
+typedef enum {
+    NGX_HTTP_IMBURSE_FLEET_HIT = 0,
+    NGX_HTTP_IMBURSE_FLEET_LOCK_TAKEN,
+    NGX_HTTP_IMBURSE_FLEET_LOCK_LOST,
+    NGX_HTTP_IMBURSE_FLEET_ERROR,
+    NGX_HTTP_IMBURSE_FLEET_OK
+} ngx_http_imburse_fleet_event_e;
+
+/*
+ * Counts a fleet event.  After FLEET_ERROR the fleet is skipped for
+ * "retry"; returns 1 when the event changes the fleet's state (up or
+ * down), which is worth one log line.
+ */
+ngx_uint_t ngx_http_imburse_store_fleet(ngx_http_imburse_key_t *key,
+    ngx_http_imburse_fleet_event_e event);
+ngx_uint_t ngx_http_imburse_store_fleet_usable(ngx_http_imburse_key_t *key);
 
 void ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key,
     ngx_uint_t claim, int64_t now_ms, const char *cause);

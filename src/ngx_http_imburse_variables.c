@@ -3,6 +3,7 @@
  */
 
 #include "ngx_http_imburse_auth.h"
+#include "ngx_http_imburse_exchange.h"
 
 
 static ngx_int_t ngx_http_imburse_hmac_variable(ngx_http_request_t *r,
@@ -94,7 +95,9 @@ ngx_http_imburse_exchange_key(ngx_http_request_t *r)
     if (r->parent) {
         ctx = ngx_http_get_module_ctx(r->parent, ngx_http_imburse_auth_module);
 
-        if (ctx && ctx->exchanging && ctx->exchange == r) {
+        if (ctx && ctx->x && ctx->x->sr == r
+            && ctx->x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY)
+        {
             return ctx->key;
         }
     }
