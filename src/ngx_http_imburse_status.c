@@ -9,8 +9,8 @@
 
 
 /* the longest line a key adds, key name aside, with room to spare */
-#define NGX_HTTP_IMBURSE_STATUS_KEY_LEN  1024
-#define NGX_HTTP_IMBURSE_STATUS_HEAD_LEN 4096
+#define NGX_HTTP_IMBURSE_STATUS_KEY_LEN  2048
+#define NGX_HTTP_IMBURSE_STATUS_HEAD_LEN 8192
 
 
 static ngx_int_t ngx_http_imburse_status_handler(ngx_http_request_t *r);
@@ -151,6 +151,17 @@ ngx_http_imburse_status_json(u_char *p, ngx_http_imburse_main_conf_t *imcf,
                                    st.token_fp)
                      : ngx_sprintf(p, "null");
 
+        p = ngx_sprintf(p, ",\"fleet\":");
+
+        p = key[i].fleet.len
+            ? ngx_sprintf(p, "{\"hits\":%ui,\"locks_taken\":%ui,"
+                          "\"locks_lost\":%ui,\"redis_errors\":%ui,"
+                          "\"redis_down\":%s}",
+                          st.fleet_hits, st.fleet_locks_taken,
+                          st.fleet_locks_lost, st.fleet_errors,
+                          st.fleet_down ? "true" : "false")
+            : ngx_sprintf(p, "null");
+
         *p++ = '}';
     }
 
@@ -186,7 +197,15 @@ ngx_http_imburse_status_prometheus(u_char *p,
         { "imburse_token_revocations_total", "counter",
           "tokens of the key ended by an upstream 401" },
         { "imburse_last_exchange_timestamp_seconds", "gauge",
-          "when the key's last exchange ended, in Unix seconds" }
+          "when the key's last exchange ended, in Unix seconds" },
+        { "imburse_fleet_hits_total", "counter",
+          "tokens of the key taken from the fleet's copy in Redis" },
+        { "imburse_fleet_locks_taken_total", "counter",
+          "fleet locks the instance took to exchange for the fleet" },
+        { "imburse_fleet_locks_lost_total", "counter",
+          "fleet locks held by another instance when asked for" },
+        { "imburse_fleet_redis_errors_total", "counter",
+          "failed Redis operations of the key's fleet tier" }
     };
 
     key = imcf->keys.elts;
@@ -232,8 +251,20 @@ ngx_http_imburse_status_prometheus(u_char *p,
             case 6:
                 p = ngx_sprintf(p, "%ui\n", st[i].revocations);
                 break;
-            default:
+            case 7:
                 p = ngx_sprintf(p, "%L\n", st[i].last_exchange_ms / 1000);
+                break;
+            case 8:
+                p = ngx_sprintf(p, "%ui\n", st[i].fleet_hits);
+                break;
+            case 9:
+                p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_taken);
+                break;
+            case 10:
+                p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_lost);
+                break;
+            default:
+                p = ngx_sprintf(p, "%ui\n", st[i].fleet_errors);
                 break;
             }
         }
