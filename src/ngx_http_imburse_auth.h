@@ -76,10 +76,19 @@ typedef struct {
 
 
 typedef struct {
+    ngx_http_request_t        *request;
     ngx_http_imburse_key_t    *key;
     ngx_http_imburse_status_e  status;
     ngx_str_t                  token;
     int64_t                    expires_ms;
+
+    /* the Authorization entry we set, and what the client had sent */
+    ngx_table_elt_t           *auth_header;
+    ngx_str_t                  client_auth;
+    ngx_uint_t                 states;          /* upstream states before */
+    unsigned                   auth_saved:1;
+    unsigned                   restored:1;
+    unsigned                   revoke_checked:1;
 
     /* the exchange this request started, if any */
     ngx_http_imburse_exchange_t  *x;
@@ -95,8 +104,6 @@ typedef struct {
     ngx_queue_t                queue;
     ngx_msec_t                 give_up;
     unsigned                   waiting:1;
-
-    unsigned                   revoke_checked:1;
 } ngx_http_imburse_ctx_t;
 
 
@@ -113,13 +120,17 @@ char *ngx_http_imburse_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_imburse_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_imburse_revoke_init(ngx_conf_t *cf);
-void ngx_http_imburse_revoke_redirected(ngx_http_request_t *r);
+void ngx_http_imburse_revoke_check(ngx_http_request_t *r,
+    ngx_http_imburse_ctx_t *ctx);
 ngx_http_imburse_ctx_t *ngx_http_imburse_find_ctx(ngx_http_request_t *r);
 ngx_http_imburse_ctx_t *ngx_http_imburse_get_ctx(ngx_http_request_t *r);
 
 /* token->data must have NGX_HTTP_IMBURSE_BEARER_LEN bytes before it */
 ngx_int_t ngx_http_imburse_set_authorization(ngx_http_request_t *r,
-    ngx_str_t *token);
+    ngx_http_imburse_ctx_t *ctx, ngx_str_t *token);
+void ngx_http_imburse_restore_authorization(ngx_http_request_t *r,
+    ngx_http_imburse_ctx_t *ctx);
+ngx_int_t ngx_http_imburse_private_headers(ngx_http_request_t *r);
 ngx_int_t ngx_http_imburse_unavailable(ngx_http_request_t *r,
     ngx_msec_t retry_after);
 

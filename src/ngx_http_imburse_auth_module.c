@@ -12,6 +12,7 @@
 
 
 static ngx_int_t ngx_http_imburse_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_imburse_exchange_subrequest(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imburse_resolve(ngx_http_request_t *r,
     ngx_http_imburse_loc_conf_t *ilcf, ngx_http_imburse_key_t **key);
 static ngx_int_t ngx_http_imburse_lookup(ngx_http_request_t *r,
@@ -102,54 +103,95 @@ ngx_http_imburse_handler(ngx_http_request_t *r)
     ngx_int_t                     rc;
     ngx_pool_cleanup_t           *cln;
     ngx_http_imburse_key_t       *key;
-    ngx_http_imburse_ctx_t       *ctx;
+    ngx_http_imburse_ctx_t       *ctx, *prev;
     ngx_http_imburse_loc_conf_t  *ilcf;
 
-    if (r != r->main) {
+    ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
+
+    if (ctx) {
+        if (ctx->waiting) {
+            /* woken by something else than the end of the wait */
+            return NGX_AGAIN;
+        }
+
+        /* our own exchange subrequests carry no token */
+        return ctx->request ? ngx_http_imburse_lookup(r, ctx) : NGX_DECLINED;
+    }
+
+    if (ngx_http_imburse_exchange_subrequest(r)) {
         return NGX_DECLINED;
     }
 
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_imburse_auth_module);
 
+    /* after an internal redirect: what the request did before it */
+
+    prev = r->internal ? ngx_http_imburse_find_ctx(r) : NULL;
+
+    if (prev) {
+        ngx_http_imburse_revoke_check(r, prev);
+    }
+
     if (!ilcf->enable) {
+        if (prev) {
+            ngx_http_imburse_restore_authorization(r, prev);
+        }
+
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
+    rc = ngx_http_imburse_resolve(r, ilcf, &key);
 
-    if (ctx == NULL) {
-        if (r->internal) {
-            ngx_http_imburse_revoke_redirected(r);
-        }
-
-        rc = ngx_http_imburse_resolve(r, ilcf, &key);
-
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_imburse_ctx_t));
-        if (ctx == NULL) {
-            return NGX_ERROR;
-        }
-
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            return NGX_ERROR;
-        }
-
-        cln->handler = ngx_http_imburse_ctx_cleanup;
-        cln->data = ctx;
-
-        ctx->key = key;
-        ngx_http_set_ctx(r, ctx, ngx_http_imburse_auth_module);
-
-    } else if (ctx->waiting) {
-        /* woken by something else than the end of the wait */
-        return NGX_AGAIN;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
+    if (r != r->main && ngx_http_imburse_private_headers(r) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_imburse_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_imburse_ctx_cleanup;
+    cln->data = ctx;
+
+    ctx->request = r;
+    ctx->key = key;
+
+    if (prev && prev->auth_saved && !prev->restored) {
+        /* the header holds the previous token: the client's is here */
+        ctx->client_auth = prev->client_auth;
+        ctx->auth_saved = 1;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_imburse_auth_module);
+
     return ngx_http_imburse_lookup(r, ctx);
+}
+
+
+/* a step of an exchange: its context may be gone after an error_page */
+
+static ngx_uint_t
+ngx_http_imburse_exchange_subrequest(ngx_http_request_t *r)
+{
+    ngx_http_imburse_ctx_t  *pctx;
+
+    if (r == r->main) {
+        return 0;
+    }
+
+    pctx = ngx_http_get_module_ctx(r->parent, ngx_http_imburse_auth_module);
+
+    return pctx && pctx->x && pctx->x->sr == r;
 }
 
 
@@ -167,10 +209,6 @@ ngx_http_imburse_resolve(ngx_http_request_t *r,
 
     if (ngx_http_complex_value(r, ilcf->key_name, &name) != NGX_OK) {
         return NGX_ERROR;
-    }
-
-    if (name.len == 3 && ngx_strncmp(name.data, "off", 3) == 0) {
-        return NGX_DECLINED;
     }
 
     imcf = ngx_http_get_module_main_conf(r, ngx_http_imburse_auth_module);
@@ -247,8 +285,9 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
 
         ctx->token = lk.token;
         ctx->expires_ms = lk.expires_ms;
+        ctx->states = r->upstream_states ? r->upstream_states->nelts : 0;
 
-        if (ngx_http_imburse_set_authorization(r, &lk.token) != NGX_OK) {
+        if (ngx_http_imburse_set_authorization(r, ctx, &lk.token) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -272,8 +311,12 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
         ctx->status = NGX_HTTP_IMBURSE_MISS;
 
         if (ctx->give_up == 0) {
-            /* long enough to see one owner time out and another finish */
-            ctx->give_up = ngx_current_msec + 2 * key->timeout;
+            /*
+             * Long enough to see one owner time out and another finish;
+             * in a fleet, to wait for the fleet lock's holder first.
+             */
+            ctx->give_up = ngx_current_msec
+                           + (key->fleet.len ? 3 : 2) * key->timeout;
         }
 
         if ((ngx_msec_int_t) (ngx_current_msec - ctx->give_up) >= 0) {

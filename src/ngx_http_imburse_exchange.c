@@ -15,6 +15,7 @@
 #define NGX_HTTP_IMBURSE_BODY_LOG  256
 /* a token response is a few kilobytes; the largest token is 16k */
 #define NGX_HTTP_IMBURSE_BODY_MAX  32768
+#define NGX_HTTP_IMBURSE_LIFETIME_MAX  (24 * 60 * 60 * 1000LL)
 
 
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
@@ -24,7 +25,8 @@ static ngx_int_t ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x);
 static ngx_int_t ngx_http_imburse_exchange_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_http_imburse_step_e ngx_http_imburse_identity_done(
-    ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc);
+    ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc,
+    ngx_uint_t abandoned);
 static const char *ngx_http_imburse_identity_result(
     ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc,
     ngx_uint_t *status);
@@ -161,29 +163,35 @@ ngx_http_imburse_exchange_done(ngx_http_request_t *sr, void *data,
 {
     ngx_http_imburse_exchange_t  *x = data;
 
+    ngx_uint_t  abandoned;
+
     if (rc == NGX_AGAIN || x->ended || x->sr != sr) {
         goto done;
     }
 
     x->sr = NULL;
 
-    if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || sr->connection->error) {
+    /*
+     * The client went away: the chain stops here, keeping what it got;
+     * a failure then is the client's, not the identity service's.
+     */
 
-        /* the client went away, the identity service did not fail */
+    abandoned = (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || sr->connection->error);
 
+    if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
+        x->step = ngx_http_imburse_identity_done(x, sr, rc, abandoned);
+
+    } else if (!abandoned) {
+        x->step = ngx_http_imburse_fleet_done(x, rc);
+    }
+
+    if (abandoned) {
         ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
                       "imburse key \"%V\": exchange abandoned, the client "
                       "closed the connection", &x->key->name);
 
         ngx_http_imburse_exchange_cleanup(x);
         goto done;
-    }
-
-    if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
-        x->step = ngx_http_imburse_identity_done(x, sr, rc);
-
-    } else {
-        x->step = ngx_http_imburse_fleet_done(x, rc);
     }
 
     if (ngx_http_imburse_exchange_run(x) != NGX_OK) {
@@ -202,12 +210,17 @@ done:
 
 static ngx_http_imburse_step_e
 ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
-    ngx_http_request_t *sr, ngx_int_t rc)
+    ngx_http_request_t *sr, ngx_int_t rc, ngx_uint_t abandoned)
 {
     ngx_uint_t   status;
     const char  *cause;
 
     cause = ngx_http_imburse_identity_result(x, sr, rc, &status);
+
+    if (cause && abandoned) {
+        /* released by ngx_http_imburse_exchange_cleanup() */
+        return NGX_HTTP_IMBURSE_STEP_END;
+    }
 
     if (cause) {
         ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
@@ -271,6 +284,15 @@ ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
     }
 
     token.len = tok.token_len;
+
+    /*
+     * A far-future expiry is taken for a day: a token is never kept
+     * unrefreshed longer than that on the identity service's word.
+     */
+
+    if (tok.expires_ms - now_ms > NGX_HTTP_IMBURSE_LIFETIME_MAX) {
+        tok.expires_ms = now_ms + NGX_HTTP_IMBURSE_LIFETIME_MAX;
+    }
 
     if (ngx_http_imburse_store_put(x->key, x->claim, &token, tok.expires_ms,
                                    now_ms, 0, sr->connection->log)

@@ -20,6 +20,7 @@
 #include "ngx_http_imburse_exchange.h"
 #include "ngx_http_imburse_store.h"
 #include "ngx_imburse_fleet_crypto.h"
+#include "ngx_imburse_token.h"
 
 
 static ngx_http_imburse_step_e ngx_http_imburse_fleet_got(
@@ -34,7 +35,9 @@ ngx_http_imburse_step_e
 ngx_http_imburse_fleet_first(ngx_http_imburse_exchange_t *x)
 {
     if (x->key->fleet.len && ngx_http_imburse_store_fleet_usable(x->key)) {
-        x->give_up = ngx_current_msec + x->key->timeout + x->key->timeout / 2;
+        /* the fleet lock lives "timeout": a holder gone by then is dead */
+        x->give_up = ngx_current_msec + x->key->timeout
+                     + 2 * NGX_HTTP_IMBURSE_FLEET_POLL;
         return NGX_HTTP_IMBURSE_STEP_GET;
     }
 
@@ -171,7 +174,7 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
 
     now_ms = ngx_http_imburse_now_ms();
 
-    if (n <= 0) {
+    if (n <= 0 || !imburse_token_is_b64token((char *) token.data, n)) {
         /* another tenant key, or tampering: replace it with ours */
         ngx_log_error(NGX_LOG_WARN, x->request->connection->log, 0,
                       "imburse key \"%V\": the fleet's copy does not open "
@@ -180,6 +183,12 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
     }
 
     token.len = (size_t) n;
+
+    /* an upstream 401 ended it here; the copy still says it is valid */
+
+    if (ngx_http_imburse_store_revoked(key, &token)) {
+        return NGX_HTTP_IMBURSE_STEP_LOCK;
+    }
 
     /*
      * A refresh wants a copy newer than ours, valid beyond the window; a

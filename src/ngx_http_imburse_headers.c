@@ -7,6 +7,19 @@
 
 static ngx_str_t  ngx_http_imburse_authorization =
     ngx_string("authorization");
+static ngx_str_t  ngx_http_imburse_removed =
+    ngx_string("x-imburse-removed");
+
+
+static ngx_uint_t
+ngx_http_imburse_is_authorization(ngx_table_elt_t *h)
+{
+    return h->key.len == ngx_http_imburse_authorization.len
+           && ngx_strncasecmp(h->key.data,
+                              ngx_http_imburse_authorization.data,
+                              ngx_http_imburse_authorization.len)
+              == 0;
+}
 
 
 /*
@@ -14,11 +27,13 @@ static ngx_str_t  ngx_http_imburse_authorization =
  * forwards every list entry, so any other Authorization entry gets our
  * value too: removing it would move entries that r->headers_in points to.
  * (nginx rejects a second Authorization from a client; another module may
- * still add one.)
+ * still add one.)  What the client sent is kept in the context, for a
+ * location without imburse_auth that the request may be redirected to.
  */
 
 ngx_int_t
-ngx_http_imburse_set_authorization(ngx_http_request_t *r, ngx_str_t *token)
+ngx_http_imburse_set_authorization(ngx_http_request_t *r,
+    ngx_http_imburse_ctx_t *ctx, ngx_str_t *token)
 {
     ngx_str_t         value;
     ngx_uint_t        i;
@@ -36,18 +51,19 @@ ngx_http_imburse_set_authorization(ngx_http_request_t *r, ngx_str_t *token)
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-            if (h[i].key.len == ngx_http_imburse_authorization.len
-                && ngx_strncasecmp(h[i].key.data,
-                                   ngx_http_imburse_authorization.data,
-                                   ngx_http_imburse_authorization.len)
-                   == 0)
-            {
-                h[i].value = value;
+            if (!ngx_http_imburse_is_authorization(&h[i])) {
+                continue;
+            }
 
-                if (found == NULL) {
-                    found = &h[i];
+            if (found == NULL) {
+                found = &h[i];
+
+                if (!ctx->auth_saved) {
+                    ctx->client_auth = h[i].value;
                 }
             }
+
+            h[i].value = value;
         }
     }
 
@@ -69,6 +85,109 @@ ngx_http_imburse_set_authorization(ngx_http_request_t *r, ngx_str_t *token)
 #endif
 
     r->headers_in.authorization = found;
+
+    ctx->auth_header = found;
+    ctx->auth_saved = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The request was redirected to a location without imburse_auth (an
+ * error_page, try_files, a named location): it gets back what the client
+ * sent, and our token does not travel on to that location's upstream.
+ */
+
+void
+ngx_http_imburse_restore_authorization(ngx_http_request_t *r,
+    ngx_http_imburse_ctx_t *ctx)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (!ctx->auth_saved || ctx->restored) {
+        return;
+    }
+
+    ctx->restored = 1;
+    r->headers_in.authorization = NULL;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (!ngx_http_imburse_is_authorization(&h[i])) {
+                continue;
+            }
+
+            if (&h[i] == ctx->auth_header && ctx->client_auth.data) {
+                h[i].value = ctx->client_auth;
+                r->headers_in.authorization = &h[i];
+                continue;
+            }
+
+            /* ours: the last entry goes, others are renamed out of the way */
+
+            if (part->next == NULL && i == part->nelts - 1) {
+                part->nelts--;
+                continue;
+            }
+
+            h[i].key = ngx_http_imburse_removed;
+            h[i].lowcase_key = ngx_http_imburse_removed.data;
+            h[i].hash = ngx_hash_key(ngx_http_imburse_removed.data,
+                                     ngx_http_imburse_removed.len);
+            ngx_str_null(&h[i].value);
+        }
+    }
+}
+
+
+/*
+ * A subrequest shares its parent's header list: it gets a list of its own
+ * before its Authorization is replaced.
+ */
+
+ngx_int_t
+ngx_http_imburse_private_headers(ngx_http_request_t *r)
+{
+    ngx_uint_t        i, n;
+    ngx_list_t        headers;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *copy;
+
+    n = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        n += part->nelts;
+    }
+
+    if (ngx_list_init(&headers, r->pool, n + 1, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            copy = ngx_list_push(&headers);
+            if (copy == NULL) {
+                return NGX_ERROR;
+            }
+
+            *copy = h[i];
+
+            if (r->headers_in.authorization == &h[i]) {
+                r->headers_in.authorization = copy;
+            }
+        }
+    }
+
+    r->headers_in.headers = headers;
 
     return NGX_OK;
 }

@@ -31,6 +31,7 @@ ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_imburse_main_conf_t  *imcf = conf;
 
     char                    *rv;
+    u_char                   c;
     ngx_int_t                rc;
     ngx_str_t               *value, v, key_file;
     ngx_uint_t               i;
@@ -45,8 +46,10 @@ ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     for (i = 0; i < value[1].len; i++) {
-        if (!(isalnum(value[1].data[i]) || value[1].data[i] == '_'
-              || value[1].data[i] == '-' || value[1].data[i] == '.'))
+        c = value[1].data[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid imburse_api_key name \"%V\", use "

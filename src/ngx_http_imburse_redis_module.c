@@ -40,6 +40,8 @@ static ngx_int_t ngx_http_imburse_redis_reinit_request(ngx_http_request_t *r);
 static ngx_int_t ngx_http_imburse_redis_process_header(ngx_http_request_t *r);
 static void ngx_http_imburse_redis_reply(ngx_http_imburse_redis_ctx_t *ctx,
     imburse_resp_t *reply);
+static void ngx_http_imburse_redis_log_error(
+    ngx_http_imburse_redis_ctx_t *ctx, imburse_resp_t *reply);
 static ngx_int_t ngx_http_imburse_redis_filter_init(void *data);
 static ngx_int_t ngx_http_imburse_redis_filter(void *data, ssize_t bytes);
 static void ngx_http_imburse_redis_abort_request(ngx_http_request_t *r);
@@ -423,9 +425,7 @@ ngx_http_imburse_redis_reply(ngx_http_imburse_redis_ctx_t *ctx,
     if (reply->type == IMBURSE_RESP_ERROR) {
         op->error = (ctx->auth && ctx->index == 0)
                     ? "AUTH refused" : "command refused";
-        ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
-                      "imburse redis: %s: \"%*s\"", op->error,
-                      ngx_min(reply->len, 128), reply->data);
+        ngx_http_imburse_redis_log_error(ctx, reply);
         return;
     }
 
@@ -474,6 +474,27 @@ ngx_http_imburse_redis_reply(ngx_http_imburse_redis_ctx_t *ctx,
 
         return;
     }
+}
+
+
+/* what Redis said, cut short and printable: it is Redis' text, not ours */
+
+static void
+ngx_http_imburse_redis_log_error(ngx_http_imburse_redis_ctx_t *ctx,
+    imburse_resp_t *reply)
+{
+    size_t  i, len;
+    u_char  text[128];
+
+    len = ngx_min(reply->len, sizeof(text));
+
+    for (i = 0; i < len; i++) {
+        text[i] = (reply->data[i] >= 0x20 && reply->data[i] < 0x7f)
+                  ? reply->data[i] : '.';
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                  "imburse redis: %s: \"%*s\"", ctx->op->error, len, text);
 }
 
 

@@ -3,10 +3,12 @@
  * it still is the current one: a burst of 401s for one token ends it once,
  * and so causes one exchange.
  *
- * The 401 is seen by a header filter, or, when the location intercepts it
- * (proxy_intercept_errors with error_page 401), by the handler when the
- * redirected request comes back: its context then survives only through
- * its pool cleanup.
+ * A 401 is attributed by the upstream states the request collected after
+ * the token was injected: a later 401 page of nginx's own, or the 401 of a
+ * redirected request's new upstream, is not the token's.  It is looked for
+ * by a header filter, and by the handler when a request whose 401 was
+ * intercepted (error_page 401) comes back: the context of the request
+ * before an internal redirect survives only through its pool cleanup.
  */
 
 #include "ngx_http_imburse_auth.h"
@@ -17,8 +19,6 @@
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 
-static void ngx_http_imburse_revoke(ngx_http_request_t *r,
-    ngx_http_imburse_ctx_t *ctx);
 static ngx_int_t ngx_http_imburse_revoke_header_filter(
     ngx_http_request_t *r);
 
@@ -38,14 +38,11 @@ ngx_http_imburse_revoke_header_filter(ngx_http_request_t *r)
 {
     ngx_http_imburse_ctx_t  *ctx;
 
-    if (r == r->main
-        && r->upstream
-        && r->headers_out.status == NGX_HTTP_UNAUTHORIZED)
-    {
-        ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
+    if (r->upstream_states) {
+        ctx = ngx_http_imburse_get_ctx(r);
 
-        if (ctx && ctx->token.len) {
-            ngx_http_imburse_revoke(r, ctx);
+        if (ctx) {
+            ngx_http_imburse_revoke_check(r, ctx);
         }
     }
 
@@ -58,11 +55,16 @@ ngx_http_imburse_revoke_header_filter(ngx_http_request_t *r)
 ngx_http_imburse_ctx_t *
 ngx_http_imburse_find_ctx(ngx_http_request_t *r)
 {
-    ngx_pool_cleanup_t  *cln;
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_imburse_ctx_t  *ctx;
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_imburse_ctx_cleanup) {
-            return cln->data;
+            ctx = cln->data;
+
+            if (ctx->request == r) {
+                return ctx;
+            }
         }
     }
 
@@ -71,33 +73,28 @@ ngx_http_imburse_find_ctx(ngx_http_request_t *r)
 
 
 void
-ngx_http_imburse_revoke_redirected(ngx_http_request_t *r)
+ngx_http_imburse_revoke_check(ngx_http_request_t *r,
+    ngx_http_imburse_ctx_t *ctx)
 {
-    ngx_uint_t                  n;
-    ngx_http_imburse_ctx_t     *ctx;
+    ngx_uint_t                  i;
     ngx_http_upstream_state_t  *state;
+    u_char                      fp[IMBURSE_FP_HEX_LEN];
 
-    ctx = ngx_http_imburse_find_ctx(r);
-
-    if (ctx == NULL || ctx->token.len == 0 || r->upstream_states == NULL) {
+    if (ctx->revoke_checked || ctx->token.len == 0
+        || r->upstream_states == NULL)
+    {
         return;
     }
 
-    n = r->upstream_states->nelts;
     state = r->upstream_states->elts;
 
-    if (n && state[n - 1].status == NGX_HTTP_UNAUTHORIZED) {
-        ngx_http_imburse_revoke(r, ctx);
+    for (i = ctx->states; i < r->upstream_states->nelts; i++) {
+        if (state[i].status == NGX_HTTP_UNAUTHORIZED) {
+            break;
+        }
     }
-}
 
-
-static void
-ngx_http_imburse_revoke(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
-{
-    u_char  fp[IMBURSE_FP_HEX_LEN];
-
-    if (ctx->revoke_checked) {
+    if (i == r->upstream_states->nelts) {
         return;
     }
 

@@ -16,8 +16,8 @@
 static ngx_int_t ngx_http_imburse_status_handler(ngx_http_request_t *r);
 static u_char *ngx_http_imburse_status_json(u_char *p,
     ngx_http_imburse_main_conf_t *imcf, int64_t now_ms);
-static u_char *ngx_http_imburse_status_prometheus(u_char *p,
-    ngx_http_imburse_main_conf_t *imcf, int64_t now_ms);
+static u_char *ngx_http_imburse_status_prometheus(ngx_http_request_t *r,
+    u_char *p, ngx_http_imburse_main_conf_t *imcf, int64_t now_ms);
 
 
 char *
@@ -74,7 +74,7 @@ ngx_http_imburse_status_handler(ngx_http_request_t *r)
 
     now_ms = ngx_http_imburse_now_ms();
 
-    b->last = prometheus ? ngx_http_imburse_status_prometheus(b->last, imcf,
+    b->last = prometheus ? ngx_http_imburse_status_prometheus(r, b->last, imcf,
                                                               now_ms)
                          : ngx_http_imburse_status_json(b->last, imcf, now_ms);
     b->last_buf = (r == r->main);
@@ -173,7 +173,7 @@ ngx_http_imburse_status_json(u_char *p, ngx_http_imburse_main_conf_t *imcf,
 
 
 static u_char *
-ngx_http_imburse_status_prometheus(u_char *p,
+ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
     ngx_http_imburse_main_conf_t *imcf, int64_t now_ms)
 {
     size_t                         zone_size, zone_free;
@@ -210,8 +210,8 @@ ngx_http_imburse_status_prometheus(u_char *p,
 
     key = imcf->keys.elts;
 
-    st = ngx_alloc(imcf->keys.nelts * sizeof(ngx_http_imburse_key_stats_t)
-                   + 1, ngx_cycle->log);
+    st = ngx_palloc(r->pool, imcf->keys.nelts
+                             * sizeof(ngx_http_imburse_key_stats_t) + 1);
     if (st == NULL) {
         return p;
     }
@@ -269,8 +269,6 @@ ngx_http_imburse_status_prometheus(u_char *p,
             }
         }
     }
-
-    ngx_free(st);
 
     ngx_http_imburse_store_zone_usage(imcf, &zone_size, &zone_free);
 

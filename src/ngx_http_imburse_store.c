@@ -46,6 +46,8 @@ struct ngx_http_imburse_entry_s {
     ngx_uint_t                 failures;
     ngx_uint_t                 consecutive_failures;
     ngx_uint_t                 revocations;
+    u_char                     revoked[IMBURSE_SHA256_LEN];
+    u_char                     config_fp[IMBURSE_SHA256_LEN];
     int64_t                    last_exchange_ms;
     u_char                     last_error[32];
 
@@ -151,6 +153,20 @@ ngx_http_imburse_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         if (key[i].entry == NULL) {
             goto nomem;
+        }
+
+        /* a corrected key must not wait out the old key's back-off */
+
+        if (ngx_memcmp(key[i].entry->config_fp, key[i].fingerprint,
+                       IMBURSE_SHA256_LEN)
+            != 0)
+        {
+            ngx_memcpy(key[i].entry->config_fp, key[i].fingerprint,
+                       IMBURSE_SHA256_LEN);
+            key[i].entry->backoff = 0;
+            key[i].entry->retry_at = ngx_current_msec;
+            key[i].entry->consecutive_failures = 0;
+            key[i].entry->fleet_down = 0;
         }
     }
 
@@ -402,24 +418,34 @@ ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key, ngx_uint_t claim,
 
     ngx_shmtx_lock(&key->shpool->mutex);
 
-    /* "retry" doubling up to a minute, less up to a tenth at random */
-
-    if (e->backoff == 0) {
-        e->backoff = key->retry;
-
-    } else if (e->backoff < NGX_HTTP_IMBURSE_BACKOFF_MAX) {
-        e->backoff = ngx_min(e->backoff * 2,
-                             ngx_max(NGX_HTTP_IMBURSE_BACKOFF_MAX, key->retry));
-    }
-
-    delay = e->backoff - (ngx_msec_t) ngx_random() % (e->backoff / 10 + 1);
-
-    e->retry_at = ngx_current_msec + delay;
     e->exchanges++;
     e->failures++;
-    e->consecutive_failures++;
-    e->last_exchange_ms = now_ms;
-    ngx_cpystrn(e->last_error, (u_char *) cause, sizeof(e->last_error));
+
+    /*
+     * A late result of a claim taken over by another request says nothing
+     * about the key now: it may have a fresh token already.
+     */
+
+    if (e->claim == claim) {
+
+        /* "retry" doubling up to a minute, plus up to a tenth at random */
+
+        if (e->backoff == 0) {
+            e->backoff = key->retry;
+
+        } else if (e->backoff < NGX_HTTP_IMBURSE_BACKOFF_MAX) {
+            e->backoff = ngx_min(e->backoff * 2,
+                                 ngx_max(NGX_HTTP_IMBURSE_BACKOFF_MAX,
+                                         key->retry));
+        }
+
+        delay = e->backoff + (ngx_msec_t) ngx_random() % (e->backoff / 10 + 1);
+
+        e->retry_at = ngx_current_msec + delay;
+        e->consecutive_failures++;
+        e->last_exchange_ms = now_ms;
+        ngx_cpystrn(e->last_error, (u_char *) cause, sizeof(e->last_error));
+    }
 
     ngx_http_imburse_store_unclaim(e, claim);
 
@@ -551,12 +577,29 @@ ngx_http_imburse_store_revoke(ngx_http_imburse_key_t *key, ngx_str_t *token)
         e->expires_ms = 0;
         e->revocations++;
         e->version++;
+        imburse_sha256(e->revoked, token->data, token->len);
         rc = NGX_OK;
     }
 
     ngx_shmtx_unlock(&key->shpool->mutex);
 
     return rc;
+}
+
+
+ngx_uint_t
+ngx_http_imburse_store_revoked(ngx_http_imburse_key_t *key, ngx_str_t *token)
+{
+    ngx_uint_t  revoked;
+    u_char      md[IMBURSE_SHA256_LEN];
+
+    imburse_sha256(md, token->data, token->len);
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+    revoked = (ngx_memcmp(key->entry->revoked, md, IMBURSE_SHA256_LEN) == 0);
+    ngx_shmtx_unlock(&key->shpool->mutex);
+
+    return revoked;
 }
 
 

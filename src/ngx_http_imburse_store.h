@@ -103,6 +103,10 @@ void ngx_http_imburse_store_release(ngx_http_imburse_key_t *key,
 ngx_int_t ngx_http_imburse_store_revoke(ngx_http_imburse_key_t *key,
     ngx_str_t *token);
 
+/* the token was revoked by an upstream 401 (the last one revoked) */
+ngx_uint_t ngx_http_imburse_store_revoked(ngx_http_imburse_key_t *key,
+    ngx_str_t *token);
+
 /* changes whenever a token is stored or a claim ends: read without lock */
 ngx_uint_t ngx_http_imburse_store_version(ngx_http_imburse_key_t *key);
 ngx_msec_t ngx_http_imburse_store_claim_deadline(ngx_http_imburse_key_t *key);

@@ -159,6 +159,14 @@ ngx_http_imburse_hmac_variable(ngx_http_request_t *r,
 static ngx_http_imburse_ctx_t *
 ngx_http_imburse_main_ctx(ngx_http_request_t *r)
 {
+    ngx_http_imburse_ctx_t  *ctx;
+
+    ctx = ngx_http_imburse_get_ctx(r);
+
+    if (ctx && ctx->request) {
+        return ctx;
+    }
+
     return ngx_http_imburse_get_ctx(r->main);
 }
 

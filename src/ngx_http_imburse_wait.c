@@ -67,6 +67,12 @@ ngx_http_imburse_wake(ngx_http_imburse_key_t *key)
         ctx = ngx_queue_data(q, ngx_http_imburse_ctx_t, queue);
         ctx->waiting = 0;
 
+        /* a timer expiring in the same cycle would run the request twice */
+
+        if (ctx->wait.timer_set) {
+            ngx_del_timer(&ctx->wait);
+        }
+
         ngx_post_event(&ctx->wait, &ngx_posted_events);
     }
 }
@@ -86,6 +92,10 @@ ngx_http_imburse_wait_handler(ngx_event_t *ev)
 
     if (ev->timer_set) {
         ngx_del_timer(ev);
+    }
+
+    if (ev->posted) {
+        ngx_delete_posted_event(ev);
     }
 
     if (ctx->waiting) {

@@ -270,7 +270,8 @@ size_t
 imburse_hmac_authorization_len(size_t public_key_len, size_t nonce_len)
 {
     return sizeof(IMBURSE_HMAC_PREFIX) - 1 + public_key_len + 1 + nonce_len
-           + 1 + IMBURSE_INT64_DIGITS + 1 + IMBURSE_SHA256_B64_LEN;
+           + 1 + IMBURSE_INT64_DIGITS + 1 + IMBURSE_SHA256_B64_LEN
+           + 1 /* EVP_EncodeBlock() ends with a NUL */;
 }
 
 

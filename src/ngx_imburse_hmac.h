@@ -49,7 +49,8 @@ void imburse_key_fingerprint(unsigned char out[IMBURSE_SHA256_LEN],
 /* CSPRNG nonce; 0 on success, -1 if OpenSSL has no entropy */
 int imburse_nonce(char out[IMBURSE_NONCE_LEN]);
 
-/* the buffer size imburse_hmac_authorization() needs */
+/* the buffer size imburse_hmac_authorization() needs (one byte more than
+ * the value: the encoder ends it with a NUL) */
 size_t imburse_hmac_authorization_len(size_t public_key_len, size_t nonce_len);
 
 /*

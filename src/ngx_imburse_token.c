@@ -80,7 +80,7 @@ imburse_token_parse(const char *body, size_t len, int64_t now_ms, char *buf,
         goto done;
     }
 
-    if (expires <= now_ms) {
+    if (expires <= now_ms + IMBURSE_TOKEN_MIN_LIFE_MS) {
         rc = IMBURSE_TOKEN_EXPIRED;
         goto done;
     }
@@ -282,7 +282,7 @@ imburse_token_strerror(imburse_token_rc_t rc)
     case IMBURSE_TOKEN_NO_EXPIRY:
         return "no usable expires and no JWT exp";
     case IMBURSE_TOKEN_EXPIRED:
-        return "token already expired";
+        return "token expired or expiring within a second";
     }
 
     return "unknown";

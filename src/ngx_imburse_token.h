@@ -13,7 +13,10 @@
 
 
 /* 9999-12-31T23:59:59.999Z: anything later is garbage, not a far expiry */
-#define IMBURSE_EXPIRES_MAX_MS  253402300799999LL
+#define IMBURSE_EXPIRES_MAX_MS     253402300799999LL
+/* a token that expires sooner is as good as expired: it would cost an
+ * exchange per request */
+#define IMBURSE_TOKEN_MIN_LIFE_MS  1000
 
 
 typedef enum {
