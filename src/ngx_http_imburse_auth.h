@@ -20,6 +20,7 @@
 
 typedef struct ngx_http_imburse_entry_s     ngx_http_imburse_entry_t;
 typedef struct ngx_http_imburse_exchange_s  ngx_http_imburse_exchange_t;
+typedef struct ngx_http_imburse_waiter_s    ngx_http_imburse_waiter_t;
 
 
 typedef enum {
@@ -55,6 +56,18 @@ typedef struct {
     ngx_queue_t                waiters;
     ngx_event_t                poll;
     ngx_uint_t                 poll_version;
+
+    /*
+     * per worker: the token last read from the zone, good while the zone's
+     * version of the key is unchanged and before the refresh point
+     */
+    u_char                    *cache;
+    size_t                     cache_len;
+    size_t                     cache_size;
+    ngx_uint_t                 cache_version;
+    int64_t                    cache_expires_ms;
+    int64_t                    cache_refresh_ms;
+    size_t                     token_hint;
 } ngx_http_imburse_key_t;
 
 
@@ -99,12 +112,19 @@ typedef struct {
     ngx_str_t                  body;
     unsigned                   body_too_big:1;
 
-    /* waiting for another request's exchange */
-    ngx_event_t                wait;
+    /* waiting for a token: allocated by the requests that do */
+    ngx_http_imburse_waiter_t *waiter;
+} ngx_http_imburse_ctx_t;
+
+
+struct ngx_http_imburse_waiter_s {
+    ngx_event_t                event;
     ngx_queue_t                queue;
+    ngx_http_request_t        *request;
+    ngx_http_imburse_key_t    *key;
     ngx_msec_t                 give_up;
     unsigned                   waiting:1;
-} ngx_http_imburse_ctx_t;
+};
 
 
 extern ngx_module_t  ngx_http_imburse_auth_module;

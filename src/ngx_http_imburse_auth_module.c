@@ -109,7 +109,7 @@ ngx_http_imburse_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
 
     if (ctx) {
-        if (ctx->waiting) {
+        if (ctx->waiter && ctx->waiter->waiting) {
             /* woken by something else than the end of the wait */
             return NGX_AGAIN;
         }
@@ -230,6 +230,7 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
 {
     ngx_int_t                   action;
     ngx_http_imburse_key_t     *key;
+    ngx_http_imburse_waiter_t  *w;
     ngx_http_imburse_lookup_t   lk;
 
     key = ctx->key;
@@ -310,16 +311,21 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
 
         ctx->status = NGX_HTTP_IMBURSE_MISS;
 
-        if (ctx->give_up == 0) {
+        w = ngx_http_imburse_waiter(r, ctx);
+        if (w == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (w->give_up == 0) {
             /*
              * Long enough to see one owner time out and another finish;
              * in a fleet, to wait for the fleet lock's holder first.
              */
-            ctx->give_up = ngx_current_msec
-                           + (key->fleet.len ? 3 : 2) * key->timeout;
+            w->give_up = ngx_current_msec
+                         + (key->fleet.len ? 3 : 2) * key->timeout;
         }
 
-        if ((ngx_msec_int_t) (ngx_current_msec - ctx->give_up) >= 0) {
+        if ((ngx_msec_int_t) (ngx_current_msec - w->give_up) >= 0) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "imburse key \"%V\": timed out waiting for a token",
                           &key->name);
@@ -328,8 +334,8 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
             return ngx_http_imburse_unavailable(r, key->retry);
         }
 
-        if ((ngx_msec_int_t) (lk.wait - ctx->give_up) > 0) {
-            lk.wait = ctx->give_up;
+        if ((ngx_msec_int_t) (lk.wait - w->give_up) > 0) {
+            lk.wait = w->give_up;
         }
 
         return ngx_http_imburse_wait(r, ctx, lk.wait, lk.version);

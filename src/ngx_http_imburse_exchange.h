@@ -67,6 +67,8 @@ ngx_http_imburse_step_e ngx_http_imburse_fleet_after_identity(
     ngx_http_imburse_exchange_t *x, ngx_uint_t ok);
 
 /* ngx_http_imburse_wait.c */
+ngx_http_imburse_waiter_t *ngx_http_imburse_waiter(ngx_http_request_t *r,
+    ngx_http_imburse_ctx_t *ctx);
 ngx_int_t ngx_http_imburse_wait(ngx_http_request_t *r,
     ngx_http_imburse_ctx_t *ctx, ngx_msec_t deadline, ngx_uint_t version);
 void ngx_http_imburse_wake(ngx_http_imburse_key_t *key);

@@ -9,6 +9,7 @@ static ngx_str_t  ngx_http_imburse_authorization =
     ngx_string("authorization");
 static ngx_str_t  ngx_http_imburse_removed =
     ngx_string("x-imburse-removed");
+static ngx_uint_t  ngx_http_imburse_authorization_hash;
 
 
 static ngx_uint_t
@@ -73,10 +74,15 @@ ngx_http_imburse_set_authorization(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
+        if (ngx_http_imburse_authorization_hash == 0) {
+            ngx_http_imburse_authorization_hash =
+                ngx_hash_key(ngx_http_imburse_authorization.data,
+                             ngx_http_imburse_authorization.len);
+        }
+
         ngx_str_set(&found->key, "Authorization");
         found->lowcase_key = ngx_http_imburse_authorization.data;
-        found->hash = ngx_hash_key(ngx_http_imburse_authorization.data,
-                                   ngx_http_imburse_authorization.len);
+        found->hash = ngx_http_imburse_authorization_hash;
         found->value = value;
     }
 

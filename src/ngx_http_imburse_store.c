@@ -68,6 +68,8 @@ static void ngx_http_imburse_store_claim(ngx_http_imburse_entry_t *e,
     ngx_http_imburse_key_t *key, ngx_http_imburse_lookup_t *lk);
 static void ngx_http_imburse_store_unclaim(ngx_http_imburse_entry_t *e,
     ngx_uint_t claim);
+static void ngx_http_imburse_store_cache(ngx_http_imburse_key_t *key,
+    ngx_http_imburse_lookup_t *lk, int64_t refresh_ms);
 
 
 static ngx_str_t  ngx_http_imburse_zone_name = ngx_string("imburse_auth");
@@ -233,12 +235,48 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
     size_t prefix, int64_t now_ms, ngx_http_imburse_lookup_t *lk)
 {
     u_char                    *p;
+    size_t                     size;
+    int64_t                    refresh_ms;
     ngx_int_t                  action;
     ngx_http_imburse_entry_t  *e;
 
     e = key->entry;
 
     ngx_memzero(lk, sizeof(ngx_http_imburse_lookup_t));
+
+    /*
+     * The hot path: this worker's copy, while nothing changed in the zone
+     * (every change of the key bumps its version) and no refresh is due.
+     * No lock, no shared memory but one word.
+     */
+
+    if (key->cache_len
+        && key->cache_version == ngx_http_imburse_store_version(key)
+        && now_ms < key->cache_refresh_ms
+        && now_ms < key->cache_expires_ms)
+    {
+        p = ngx_pnalloc(pool, prefix + key->cache_len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        lk->token.data = p + prefix;
+        lk->token.len = key->cache_len;
+        ngx_memcpy(lk->token.data, key->cache, key->cache_len);
+        lk->expires_ms = key->cache_expires_ms;
+        lk->version = key->cache_version;
+
+        return NGX_HTTP_IMBURSE_USE;
+    }
+
+    /* allocated before the lock: its size is the cached token's, usually */
+
+    size = prefix + ngx_max(key->token_hint, 2048);
+
+    p = ngx_pnalloc(pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
 
     ngx_shmtx_lock(&key->shpool->mutex);
 
@@ -248,16 +286,19 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
         && now_ms < e->expires_ms
         && ngx_memcmp(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN) == 0)
     {
-        p = ngx_pnalloc(pool, prefix + e->token_len);
-        if (p == NULL) {
+        if (prefix + e->token_len > size) {
+            /* a token bigger than we guessed: look again with its size */
+            key->token_hint = e->token_len;
             ngx_shmtx_unlock(&key->shpool->mutex);
-            return NGX_ERROR;
+
+            return ngx_http_imburse_store_get(key, pool, prefix, now_ms, lk);
         }
 
         lk->token.data = p + prefix;
         lk->token.len = e->token_len;
         ngx_memcpy(lk->token.data, e->token, e->token_len);
         lk->expires_ms = e->expires_ms;
+        refresh_ms = e->refresh_ms;
 
         action = NGX_HTTP_IMBURSE_USE;
 
@@ -290,7 +331,37 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
 
     ngx_shmtx_unlock(&key->shpool->mutex);
 
+    if (action == NGX_HTTP_IMBURSE_USE) {
+        ngx_http_imburse_store_cache(key, lk, refresh_ms);
+    }
+
     return action;
+}
+
+
+static void
+ngx_http_imburse_store_cache(ngx_http_imburse_key_t *key,
+    ngx_http_imburse_lookup_t *lk, int64_t refresh_ms)
+{
+    if (lk->token.len > key->cache_size) {
+        if (key->cache) {
+            ngx_free(key->cache);
+        }
+
+        key->cache = ngx_alloc(lk->token.len, ngx_cycle->log);
+        key->cache_size = key->cache ? lk->token.len : 0;
+        key->cache_len = 0;
+
+        if (key->cache == NULL) {
+            return;
+        }
+    }
+
+    ngx_memcpy(key->cache, lk->token.data, lk->token.len);
+    key->cache_len = lk->token.len;
+    key->cache_version = lk->version;
+    key->cache_expires_ms = lk->expires_ms;
+    key->cache_refresh_ms = refresh_ms;
 }
 
 

@@ -12,34 +12,58 @@
 #include "ngx_http_imburse_store.h"
 
 
-#define NGX_HTTP_IMBURSE_POLL  4
+/* the longest a request in another worker waits after the token arrived */
+#define NGX_HTTP_IMBURSE_POLL  1
 
 
 static void ngx_http_imburse_wait_handler(ngx_event_t *ev);
 static void ngx_http_imburse_poll_handler(ngx_event_t *ev);
 
 
+ngx_http_imburse_waiter_t *
+ngx_http_imburse_waiter(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
+{
+    ngx_http_imburse_waiter_t  *w;
+
+    if (ctx->waiter) {
+        return ctx->waiter;
+    }
+
+    w = ngx_pcalloc(r->pool, sizeof(ngx_http_imburse_waiter_t));
+    if (w == NULL) {
+        return NULL;
+    }
+
+    w->event.handler = ngx_http_imburse_wait_handler;
+    w->event.data = w;
+    w->event.log = r->connection->log;
+    w->request = r;
+    w->key = ctx->key;
+
+    ctx->waiter = w;
+
+    return w;
+}
+
+
 ngx_int_t
 ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
     ngx_msec_t deadline, ngx_uint_t version)
 {
-    ngx_msec_int_t           delay;
-    ngx_http_imburse_key_t  *key;
+    ngx_msec_int_t              delay;
+    ngx_http_imburse_key_t     *key;
+    ngx_http_imburse_waiter_t  *w;
 
     key = ctx->key;
-
-    if (ctx->wait.handler == NULL) {
-        ctx->wait.handler = ngx_http_imburse_wait_handler;
-        ctx->wait.data = r;
-        ctx->wait.log = r->connection->log;
-    }
+    w = ctx->waiter;
 
     delay = (ngx_msec_int_t) (deadline - ngx_current_msec);
+    delay = ngx_max(delay, 1);
 
-    ngx_add_timer(&ctx->wait, delay > 0 ? (ngx_msec_t) delay : 1);
+    ngx_add_timer(&w->event, (ngx_msec_t) delay);
 
-    ngx_queue_insert_tail(&key->waiters, &ctx->queue);
-    ctx->waiting = 1;
+    ngx_queue_insert_tail(&key->waiters, &w->queue);
+    w->waiting = 1;
 
     if (!key->poll.timer_set) {
         key->poll_version = version;
@@ -57,23 +81,23 @@ ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
 void
 ngx_http_imburse_wake(ngx_http_imburse_key_t *key)
 {
-    ngx_queue_t             *q;
-    ngx_http_imburse_ctx_t  *ctx;
+    ngx_queue_t                *q;
+    ngx_http_imburse_waiter_t  *w;
 
     while (!ngx_queue_empty(&key->waiters)) {
         q = ngx_queue_head(&key->waiters);
         ngx_queue_remove(q);
 
-        ctx = ngx_queue_data(q, ngx_http_imburse_ctx_t, queue);
-        ctx->waiting = 0;
+        w = ngx_queue_data(q, ngx_http_imburse_waiter_t, queue);
+        w->waiting = 0;
 
         /* a timer expiring in the same cycle would run the request twice */
 
-        if (ctx->wait.timer_set) {
-            ngx_del_timer(&ctx->wait);
+        if (w->event.timer_set) {
+            ngx_del_timer(&w->event);
         }
 
-        ngx_post_event(&ctx->wait, &ngx_posted_events);
+        ngx_post_event(&w->event, &ngx_posted_events);
     }
 }
 
@@ -81,14 +105,13 @@ ngx_http_imburse_wake(ngx_http_imburse_key_t *key)
 static void
 ngx_http_imburse_wait_handler(ngx_event_t *ev)
 {
-    ngx_connection_t        *c;
-    ngx_http_request_t      *r;
-    ngx_http_imburse_ctx_t  *ctx;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_http_imburse_waiter_t  *w;
 
-    r = ev->data;
+    w = ev->data;
+    r = w->request;
     c = r->connection;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
 
     if (ev->timer_set) {
         ngx_del_timer(ev);
@@ -98,15 +121,15 @@ ngx_http_imburse_wait_handler(ngx_event_t *ev)
         ngx_delete_posted_event(ev);
     }
 
-    if (ctx->waiting) {
-        ngx_queue_remove(&ctx->queue);
-        ctx->waiting = 0;
+    if (w->waiting) {
+        ngx_queue_remove(&w->queue);
+        w->waiting = 0;
     }
 
     ngx_http_set_log_request(c->log, r);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                   "imburse key \"%V\": wait ended", &ctx->key->name);
+                   "imburse key \"%V\": wait ended", &w->key->name);
 
     r->write_event_handler(r);
 
@@ -155,16 +178,24 @@ ngx_http_imburse_key_init_waiters(ngx_http_imburse_key_t *key,
 void
 ngx_http_imburse_wait_cleanup(ngx_http_imburse_ctx_t *ctx)
 {
-    if (ctx->waiting) {
-        ngx_queue_remove(&ctx->queue);
-        ctx->waiting = 0;
+    ngx_http_imburse_waiter_t  *w;
+
+    w = ctx->waiter;
+
+    if (w == NULL) {
+        return;
     }
 
-    if (ctx->wait.timer_set) {
-        ngx_del_timer(&ctx->wait);
+    if (w->waiting) {
+        ngx_queue_remove(&w->queue);
+        w->waiting = 0;
     }
 
-    if (ctx->wait.posted) {
-        ngx_delete_posted_event(&ctx->wait);
+    if (w->event.timer_set) {
+        ngx_del_timer(&w->event);
+    }
+
+    if (w->event.posted) {
+        ngx_delete_posted_event(&w->event);
     }
 }
