@@ -11,7 +11,7 @@ PURE_SRCS  := src/ngx_imburse_hmac.c src/ngx_imburse_token.c \
               src/ngx_imburse_resp.c src/ngx_imburse_fleet_crypto.c
 CFLAGS_UNIT = -O1 -g -Wall -Wextra -Werror -Isrc
 
-.PHONY: all deps test unit demo clean
+.PHONY: all deps test unit demo bench clean
 
 all: $(MODULE)
 
@@ -41,6 +41,9 @@ test: deps $(MODULE) unit
 
 demo: deps $(MODULE)
 	@perl demo/demo.pl
+
+bench: deps $(MODULE)
+	bench/run
 
 clean:
 	rm -rf $(BUILD)
