@@ -29,6 +29,7 @@ static ngx_http_imburse_step_e ngx_http_imburse_fleet_locked(
     ngx_http_imburse_exchange_t *x);
 static ngx_http_imburse_step_e ngx_http_imburse_fleet_failed(
     ngx_http_imburse_exchange_t *x, const char *cause);
+static void ngx_http_imburse_fleet_up(ngx_http_imburse_exchange_t *x);
 
 
 ngx_http_imburse_step_e
@@ -122,14 +123,9 @@ ngx_http_imburse_fleet_done(ngx_http_imburse_exchange_t *x, ngx_int_t rc)
     if (!op->done || op->error || rc == NGX_ERROR) {
         return ngx_http_imburse_fleet_failed(x,
                    op->error ? op->error
-                             : (rc == NGX_HTTP_GATEWAY_TIME_OUT
-                                ? "Redis timed out" : "Redis unreachable"));
-    }
-
-    if (ngx_http_imburse_store_fleet(x->key, NGX_HTTP_IMBURSE_FLEET_OK)) {
-        ngx_log_error(NGX_LOG_NOTICE, x->request->connection->log, 0,
-                      "imburse key \"%V\": fleet Redis is back, sharing "
-                      "tokens again", &x->key->name);
+                   : op->partial ? "reply cut short"
+                   : rc == NGX_HTTP_GATEWAY_TIME_OUT ? "Redis timed out"
+                   : "Redis unreachable");
     }
 
     switch (x->step) {
@@ -141,7 +137,21 @@ ngx_http_imburse_fleet_done(ngx_http_imburse_exchange_t *x, ngx_int_t rc)
         return ngx_http_imburse_fleet_locked(x);
 
     default: /* PUT, UNLOCK */
+        ngx_http_imburse_fleet_up(x);
         return NGX_HTTP_IMBURSE_STEP_END;
+    }
+}
+
+
+/* a whole fleet attempt went through: Redis works, whatever it did before */
+
+static void
+ngx_http_imburse_fleet_up(ngx_http_imburse_exchange_t *x)
+{
+    if (ngx_http_imburse_store_fleet(x->key, NGX_HTTP_IMBURSE_FLEET_OK)) {
+        ngx_log_error(NGX_LOG_NOTICE, x->request->connection->log, 0,
+                      "imburse key \"%V\": fleet Redis is back, sharing "
+                      "tokens again", &x->key->name);
     }
 }
 
@@ -157,6 +167,10 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
     key = x->key;
 
     if (x->op.nil) {
+        if (x->locked) {
+            return NGX_HTTP_IMBURSE_STEP_IDENTITY;
+        }
+
         return (ngx_current_msec < x->give_up) ? NGX_HTTP_IMBURSE_STEP_LOCK
                                                : NGX_HTTP_IMBURSE_STEP_IDENTITY;
     }
@@ -175,11 +189,17 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
     now_ms = ngx_http_imburse_now_ms();
 
     if (n <= 0 || !imburse_token_is_b64token((char *) token.data, n)) {
+
         /* another tenant key, or tampering: replace it with ours */
-        ngx_log_error(NGX_LOG_WARN, x->request->connection->log, 0,
-                      "imburse key \"%V\": the fleet's copy does not open "
-                      "with this key, exchanging", &key->name);
-        return NGX_HTTP_IMBURSE_STEP_LOCK;
+
+        if (!x->locked && ngx_http_imburse_store_fleet_usable(key)) {
+            ngx_log_error(NGX_LOG_WARN, x->request->connection->log, 0,
+                          "imburse key \"%V\": the fleet's copy does not "
+                          "open with this key, exchanging", &key->name);
+        }
+
+        return x->locked ? NGX_HTTP_IMBURSE_STEP_IDENTITY
+                         : NGX_HTTP_IMBURSE_STEP_LOCK;
     }
 
     token.len = (size_t) n;
@@ -187,7 +207,8 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
     /* an upstream 401 ended it here; the copy still says it is valid */
 
     if (ngx_http_imburse_store_revoked(key, &token)) {
-        return NGX_HTTP_IMBURSE_STEP_LOCK;
+        return x->locked ? NGX_HTTP_IMBURSE_STEP_IDENTITY
+                         : NGX_HTTP_IMBURSE_STEP_LOCK;
     }
 
     /*
@@ -200,7 +221,8 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
             && now_ms >= ngx_http_imburse_store_refresh_at(key, expires_ms,
                                                            obtained_ms)))
     {
-        return NGX_HTTP_IMBURSE_STEP_LOCK;
+        return x->locked ? NGX_HTTP_IMBURSE_STEP_IDENTITY
+                         : NGX_HTTP_IMBURSE_STEP_LOCK;
     }
 
     if (ngx_http_imburse_store_put(key, x->claim, &token, expires_ms,
@@ -214,6 +236,15 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
 
     ngx_http_imburse_wake(key);
 
+    /* the lock was ours, for nothing: another instance shared in time */
+
+    if (x->locked) {
+        x->locked = 0;
+        return NGX_HTTP_IMBURSE_STEP_UNLOCK;
+    }
+
+    ngx_http_imburse_fleet_up(x);
+
     return NGX_HTTP_IMBURSE_STEP_END;
 }
 
@@ -222,10 +253,14 @@ static ngx_http_imburse_step_e
 ngx_http_imburse_fleet_locked(ngx_http_imburse_exchange_t *x)
 {
     if (!x->op.nil) {
+        /*
+         * Read again under the lock: between our GET and our SET the
+         * previous holder may have shared its token and let go.
+         */
         x->locked = 1;
         ngx_http_imburse_store_fleet(x->key,
                                      NGX_HTTP_IMBURSE_FLEET_LOCK_TAKEN);
-        return NGX_HTTP_IMBURSE_STEP_IDENTITY;
+        return NGX_HTTP_IMBURSE_STEP_GET;
     }
 
     ngx_http_imburse_store_fleet(x->key, NGX_HTTP_IMBURSE_FLEET_LOCK_LOST);
@@ -235,6 +270,7 @@ ngx_http_imburse_fleet_locked(ngx_http_imburse_exchange_t *x)
         ngx_http_imburse_store_defer(x->key, x->claim,
                                      NGX_HTTP_IMBURSE_FLEET_POLL * 10);
         ngx_http_imburse_wake(x->key);
+        ngx_http_imburse_fleet_up(x);
         return NGX_HTTP_IMBURSE_STEP_END;
     }
 

@@ -33,6 +33,7 @@ typedef struct {
     ngx_str_t                     reply;      /* GET: the value */
     const char                   *error;      /* Redis said no, or garbage */
     unsigned                      done:1;
+    unsigned                      partial:1;  /* part of a reply came */
     unsigned                      nil:1;      /* GET: none; LOCK: not ours */
 } ngx_http_imburse_redis_op_t;
 

@@ -355,6 +355,7 @@ ngx_http_imburse_redis_reinit_request(ngx_http_request_t *r)
     ctx->op->error = NULL;
     ctx->op->nil = 0;
     ctx->op->done = 0;
+    ctx->op->partial = 0;
 
     return NGX_OK;
 }
@@ -381,7 +382,14 @@ ngx_http_imburse_redis_process_header(ngx_http_request_t *r)
                 return NGX_HTTP_UPSTREAM_INVALID_HEADER;
             }
 
+            ctx->op->partial = (u->buffer.last != u->buffer.pos);
+
             return NGX_AGAIN;
+        }
+
+        if (n == IMBURSE_RESP_TOO_BIG) {
+            ctx->op->error = "reply too big";
+            return NGX_HTTP_UPSTREAM_INVALID_HEADER;
         }
 
         if (n < 0) {
@@ -397,6 +405,7 @@ ngx_http_imburse_redis_process_header(ngx_http_request_t *r)
     }
 
     ctx->op->done = 1;
+    ctx->op->partial = 0;
 
     /* what Redis sent was exactly the replies: the connection can be kept */
 

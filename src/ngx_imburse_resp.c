@@ -63,10 +63,12 @@ imburse_resp_parse(const unsigned char *buf, size_t len,
         return eol;
 
     case '$':
-        if (!imburse_resp_int(buf + 1, (size_t) eol - 3, &n)
-            || n < -1 || n > IMBURSE_RESP_BULK_MAX)
-        {
+        if (!imburse_resp_int(buf + 1, (size_t) eol - 3, &n) || n < -1) {
             return -1;
+        }
+
+        if (n > IMBURSE_RESP_BULK_MAX) {
+            return IMBURSE_RESP_TOO_BIG;
         }
 
         if (n == -1) {

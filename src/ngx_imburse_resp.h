@@ -34,9 +34,12 @@ typedef struct {
 
 /*
  * Parses one reply from buf.  Returns the bytes it took, 0 when buf holds
- * only part of a reply, or -1 when buf is not RESP (or holds an array,
- * which no command of ours answers with).
+ * only part of a reply, -1 when buf is not RESP (or holds an array, which
+ * no command of ours answers with), or IMBURSE_RESP_TOO_BIG for a bulk
+ * reply over IMBURSE_RESP_BULK_MAX.
  */
+#define IMBURSE_RESP_TOO_BIG  -2
+
 long imburse_resp_parse(const unsigned char *buf, size_t len,
     imburse_resp_t *reply);
 

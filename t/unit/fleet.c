@@ -58,7 +58,7 @@ test_resp(void)
     is_int(resp("+OK\n", &r), -1, "LF without CR");
     is_int(resp("$3\r\nabcd\r\n", &r), -1, "bulk longer than announced");
     is_int(resp("$-2\r\n", &r), -1, "negative bulk length");
-    is_int(resp("$99999999\r\n", &r), -1, "huge bulk length");
+    is_int(resp("$99999999\r\n", &r), IMBURSE_RESP_TOO_BIG, "huge bulk length");
     is_int(resp("$x\r\n", &r), -1, "bulk length not a number");
     is_int(resp(":\r\n", &r), -1, "empty integer");
     is_int(resp(":12345678901234567890\r\n", &r), -1, "integer overflow");
