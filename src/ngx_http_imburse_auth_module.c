@@ -428,8 +428,13 @@ ngx_http_imburse_postconfiguration(ngx_conf_t *cf)
 
     key = imcf->keys.elts;
 
+    /*
+     * cf->cycle->log is still the previous cycle's here: its memory goes
+     * with that cycle, so the cycle's own log it is
+     */
+
     for (i = 0; i < imcf->keys.nelts; i++) {
-        ngx_http_imburse_key_init_waiters(&key[i], cf->cycle->log);
+        ngx_http_imburse_key_init_waiters(&key[i], &cf->cycle->new_log);
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
