@@ -344,11 +344,13 @@ ngx_http_imburse_store_cache(ngx_http_imburse_key_t *key,
     ngx_http_imburse_lookup_t *lk, int64_t refresh_ms)
 {
     if (lk->token.len > key->cache_size) {
-        if (key->cache) {
-            ngx_free(key->cache);
-        }
 
-        key->cache = ngx_alloc(lk->token.len, ngx_cycle->log);
+        /*
+         * The worker's cycle pool goes with the worker; a token grows
+         * rarely, so an outgrown buffer may stay there until then.
+         */
+
+        key->cache = ngx_pnalloc(ngx_cycle->pool, lk->token.len);
         key->cache_size = key->cache ? lk->token.len : 0;
         key->cache_len = 0;
 

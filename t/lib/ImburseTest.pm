@@ -45,9 +45,12 @@ sub new {
 
     Test::More::BAIL_OUT("nginx binary $NGINX not found (set NGINX_BIN)")
         unless -x $NGINX;
+    # IMBURSE_MODULE=static: the module is compiled into NGINX_BIN
+    $self->{static} = ($MODULE eq 'static');
+
     Test::More::BAIL_OUT("module $MODULE not found (run make, or set "
         . "IMBURSE_MODULE)")
-        if $self->{module} && !-f $MODULE;
+        if $self->{module} && !$self->{static} && !-f $MODULE;
 
     $self->{prefix} = tempdir('imburse-test-XXXXXX', TMPDIR => 1,
         CLEANUP => !$ENV{IMBURSE_TEST_KEEP});
@@ -58,7 +61,7 @@ sub new {
 
     # a private copy: a rebuild of the module while nginx runs (make
     # overwriting the .so in place) must not crash the workers under test
-    if ($self->{module}) {
+    if ($self->{module} && !$self->{static}) {
         mkdir "$self->{prefix}/modules", 0755;
         $self->{so} = "$self->{prefix}/modules/" . basename($MODULE);
         File::Copy::copy($MODULE, $self->{so})
@@ -160,7 +163,8 @@ sub write_config {
 
     my $status = $self->{module} ? '$imburse_token_status' : '-';
     my $user = $> == 0 ? "user nobody nogroup;\n" : '';
-    my $load = $self->{module} ? "load_module $self->{so};\n" : '';
+    my $load = $self->{module} && !$self->{static}
+             ? "load_module $self->{so};\n" : '';
     my $main = $o{main} // '';
     my $events = $o{events} // '';
 
@@ -720,7 +724,8 @@ faster upstream than the Perl stand-in:
 Temp prefix (removed at exit unless C<IMBURSE_TEST_KEEP=1>), five free
 loopback ports, a private copy of the module in the prefix (so a rebuild
 during the test does not touch the running nginx).  C<NGINX_BIN> (default /usr/sbin/nginx) and
-C<IMBURSE_MODULE> (default build/ngx_http_imburse_auth_module.so) select
+C<IMBURSE_MODULE> (default build/ngx_http_imburse_auth_module.so, or
+C<static> for an nginx with the module compiled in) select
 the binaries; a missing one is a BAIL_OUT.
 
 =item write_key(NAME, B64, raw => 0), keyfile(NAME), write_file(NAME, TEXT)
