@@ -25,7 +25,7 @@ my $json   = JSON::PP->new->canonical->pretty;
 my $sandbox = $ENV{IMBURSE_PUBLIC_KEY} && $ENV{IMBURSE_PRIVATE_KEY_FILE};
 my (@pids, $nginx_pid);
 
-END { stop() }
+END { local $?; stop() }
 $SIG{INT} = $SIG{TERM} = sub { exit 1 };
 
 -e $module or die "$module is missing: run make\n";
