@@ -11,7 +11,7 @@ PURE_SRCS  := src/ngx_imburse_hmac.c src/ngx_imburse_token.c \
               src/ngx_imburse_resp.c src/ngx_imburse_fleet_crypto.c
 CFLAGS_UNIT = -O1 -g -Wall -Wextra -Werror -Isrc
 
-.PHONY: all deps test unit demo bench clean
+.PHONY: all deps test unit demo bench test-asan test-valgrind fuzz clean
 
 all: $(MODULE)
 
@@ -44,6 +44,18 @@ demo: deps $(MODULE)
 
 bench: deps $(MODULE)
 	bench/run
+
+# the suite against nginx and the module built with ASan + UBSan (+ LSan)
+test-asan: deps
+	scripts/asan/test
+
+# the suite (or the files given in T=...) with nginx under valgrind memcheck
+test-valgrind: deps
+	scripts/asan/valgrind-test $(T)
+
+# each libFuzzer target for FUZZ_SECONDS (default 60)
+fuzz: deps
+	fuzz/run
 
 clean:
 	rm -rf $(BUILD)
