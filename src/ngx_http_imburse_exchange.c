@@ -16,6 +16,8 @@
 /* a token response is a few kilobytes; the largest token is 16k */
 #define NGX_HTTP_IMBURSE_BODY_MAX  32768
 #define NGX_HTTP_IMBURSE_LIFETIME_MAX  (24 * 60 * 60 * 1000LL)
+/* a run of token characters this long in an error body is masked */
+#define NGX_HTTP_IMBURSE_MASK_RUN  20
 
 
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
@@ -32,6 +34,7 @@ static const char *ngx_http_imburse_identity_result(
     ngx_uint_t *status);
 static void ngx_http_imburse_log_body(ngx_http_request_t *sr,
     ngx_http_imburse_key_t *key, ngx_str_t *body);
+static void ngx_http_imburse_mask_tokens(u_char *text, size_t len);
 static ngx_int_t ngx_http_imburse_exchange_body(ngx_http_request_t *sr,
     ngx_str_t *body);
 static void ngx_http_imburse_exchange_end(ngx_http_imburse_exchange_t *x);
@@ -261,6 +264,12 @@ ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
         return "response too big";
     }
 
+    if (sr->headers_out.content_length_n > 0
+        && body.len < (size_t) sr->headers_out.content_length_n)
+    {
+        return "response cut short";
+    }
+
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE
         || *status < NGX_HTTP_OK || *status >= NGX_HTTP_SPECIAL_RESPONSE)
     {
@@ -298,8 +307,7 @@ ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
                                    now_ms, 0, sr->connection->log)
         != NGX_OK)
     {
-        /* logged and recorded by the store */
-        return NULL;
+        return "token does not fit in the imburse zone";
     }
 
     /* kept for the fleet's copy */
@@ -341,10 +349,39 @@ ngx_http_imburse_log_body(ngx_http_request_t *sr, ngx_http_imburse_key_t *key,
                   ? body->data[i] : '.';
     }
 
+    ngx_http_imburse_mask_tokens(text, len);
+
     ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
                   "imburse key \"%V\": identity error body%s: \"%*s\"",
                   &key->name, body->len > len ? " (truncated)" : "",
                   len, text);
+}
+
+
+/*
+ * An error body may still carry a token: any run of token characters long
+ * enough to be one is shown as '*'.
+ */
+
+static void
+ngx_http_imburse_mask_tokens(u_char *text, size_t len)
+{
+    size_t  i, start;
+
+    start = 0;
+
+    for (i = 0; i <= len; i++) {
+
+        if (i < len && imburse_token_is_b64token((char *) &text[i], 1)) {
+            continue;
+        }
+
+        if (i - start >= NGX_HTTP_IMBURSE_MASK_RUN) {
+            ngx_memset(&text[start], '*', i - start);
+        }
+
+        start = i + 1;
+    }
 }
 
 

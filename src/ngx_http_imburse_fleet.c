@@ -228,10 +228,10 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
     if (ngx_http_imburse_store_put(key, x->claim, &token, expires_ms,
                                    obtained_ms, 1,
                                    x->request->connection->log)
-        == NGX_OK)
+        != NGX_OK)
     {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, x->request->connection->log, 0,
-                       "imburse key \"%V\": token from the fleet", &key->name);
+        ngx_http_imburse_store_fail(key, x->claim, now_ms,
+                                    "token does not fit in the imburse zone");
     }
 
     ngx_http_imburse_wake(key);

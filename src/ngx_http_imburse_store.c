@@ -440,8 +440,8 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
                           "fit in the imburse zone, increase imburse_zone",
                           &key->name, token->len);
 
-            ngx_http_imburse_store_fail(key, claim, obtained_ms, "zone full");
-            return NGX_ERROR;
+            /* the caller fails the exchange: the claim is still its own */
+            return NGX_DECLINED;
         }
 
         if (e->token) {

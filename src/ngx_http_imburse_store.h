@@ -59,7 +59,10 @@ ngx_int_t ngx_http_imburse_store_get(ngx_http_imburse_key_t *key,
     ngx_pool_t *pool, size_t prefix, int64_t now_ms,
     ngx_http_imburse_lookup_t *lk);
 
-/* obtained_ms: when the token was issued; from_fleet: not our exchange */
+/*
+ * obtained_ms: when the token was issued; from_fleet: not our exchange.
+ * NGX_DECLINED: the token does not fit in the zone (logged).
+ */
 ngx_int_t ngx_http_imburse_store_put(ngx_http_imburse_key_t *key,
     ngx_uint_t claim, ngx_str_t *token, int64_t expires_ms,
     int64_t obtained_ms, ngx_uint_t from_fleet, ngx_log_t *log);
