@@ -45,9 +45,10 @@ demo: deps $(MODULE)
 bench: deps $(MODULE)
 	bench/run
 
-# the suite against nginx and the module built with ASan + UBSan (+ LSan)
+# the suite (or the files given in T=...) against nginx and the module built
+# with ASan + UBSan (+ LSan)
 test-asan: deps
-	scripts/asan/test
+	scripts/asan/test $(T)
 
 # the suite (or the files given in T=...) with nginx under valgrind memcheck
 test-valgrind: deps
