@@ -80,7 +80,13 @@ imburse_token_parse(const char *body, size_t len, int64_t now_ms, char *buf,
         goto done;
     }
 
-    if (expires <= now_ms + IMBURSE_TOKEN_MIN_LIFE_MS) {
+    /* now_ms is the caller's: no arithmetic on it that could overflow */
+
+    if (now_ms < 0) {
+        now_ms = 0;
+    }
+
+    if (expires <= now_ms || expires - now_ms <= IMBURSE_TOKEN_MIN_LIFE_MS) {
         rc = IMBURSE_TOKEN_EXPIRED;
         goto done;
     }

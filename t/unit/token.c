@@ -122,6 +122,21 @@ test_refused(void)
 
 
 static void
+test_clock_extremes(void)
+{
+    const char  *body = "{\"accessToken\":\"t\",\"expires\":\"1700000060000\"}";
+
+    /* found by the token_parse fuzzer: now + 1 s overflowed */
+    is_int(imburse_token_parse(body, strlen(body), INT64_MAX, buf,
+                               sizeof(buf), &tok),
+           IMBURSE_TOKEN_EXPIRED, "now = INT64_MAX: expired, no overflow");
+    is_int(imburse_token_parse(body, strlen(body), INT64_MIN, buf,
+                               sizeof(buf), &tok),
+           IMBURSE_TOKEN_OK, "now = INT64_MIN: taken as 1970, no overflow");
+}
+
+
+static void
 test_b64token(void)
 {
     ok(imburse_token_is_b64token("aZ09-._~+/", 10), "b64token characters");
@@ -150,6 +165,7 @@ main(void)
 {
     test_accepted();
     test_refused();
+    test_clock_extremes();
     test_b64token();
     test_strerror();
 
