@@ -219,7 +219,7 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
     if (expires_ms <= now_ms
         || (x->refresh
             && now_ms >= ngx_http_imburse_store_refresh_at(key, expires_ms,
-                                                           obtained_ms)))
+                                                           obtained_ms, 0)))
     {
         return x->locked ? NGX_HTTP_IMBURSE_STEP_IDENTITY
                          : NGX_HTTP_IMBURSE_STEP_LOCK;

@@ -394,7 +394,7 @@ ngx_http_imburse_store_unclaim(ngx_http_imburse_entry_t *e, ngx_uint_t claim)
 
 int64_t
 ngx_http_imburse_store_refresh_at(ngx_http_imburse_key_t *key,
-    int64_t expires_ms, int64_t obtained_ms)
+    int64_t expires_ms, int64_t obtained_ms, ngx_uint_t jitter)
 {
     int64_t  window;
 
@@ -405,7 +405,9 @@ ngx_http_imburse_store_refresh_at(ngx_http_imburse_key_t *key,
 
     window = ngx_min((int64_t) key->refresh,
                      ngx_max(expires_ms - obtained_ms, 0) / 2);
-    window -= (int64_t) (ngx_random() % (window / 20 + 1));
+    if (jitter) {
+        window -= (int64_t) (ngx_random() % (window / 20 + 1));
+    }
 
     return expires_ms - window;
 }
@@ -425,7 +427,7 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
     shpool = key->shpool;
 
     refresh_ms = ngx_http_imburse_store_refresh_at(key, expires_ms,
-                                                   obtained_ms);
+                                                   obtained_ms, 1);
 
     ngx_shmtx_lock(&shpool->mutex);
 

@@ -67,9 +67,10 @@ ngx_int_t ngx_http_imburse_store_put(ngx_http_imburse_key_t *key,
     ngx_uint_t claim, ngx_str_t *token, int64_t expires_ms,
     int64_t obtained_ms, ngx_uint_t from_fleet, ngx_log_t *log);
 
-/* a refresh point within the key's window, for a token of this lifetime */
+/* a refresh point within the key's window, for a token of this lifetime;
+ * without jitter, the earliest one */
 int64_t ngx_http_imburse_store_refresh_at(ngx_http_imburse_key_t *key,
-    int64_t expires_ms, int64_t obtained_ms);
+    int64_t expires_ms, int64_t obtained_ms, ngx_uint_t jitter);
 
 /* the claim's owner is still at work: move its deadline */
 void ngx_http_imburse_store_extend(ngx_http_imburse_key_t *key,
