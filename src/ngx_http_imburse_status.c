@@ -12,6 +12,9 @@
 #define NGX_HTTP_IMBURSE_STATUS_KEY_LEN  2048
 #define NGX_HTTP_IMBURSE_STATUS_HEAD_LEN 8192
 
+/* the Prometheus metrics from this index on exist only for keys with fleet= */
+#define NGX_HTTP_IMBURSE_FIRST_FLEET_METRIC  8
+
 
 static ngx_int_t ngx_http_imburse_status_handler(ngx_http_request_t *r);
 static u_char *ngx_http_imburse_status_json(u_char *p,
@@ -177,7 +180,7 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
     ngx_http_imburse_main_conf_t *imcf, int64_t now_ms)
 {
     size_t                         zone_size, zone_free;
-    ngx_uint_t                     i, m;
+    ngx_uint_t                     i, m, fleets;
     ngx_http_imburse_key_t        *key;
     ngx_http_imburse_key_stats_t  *st;
 
@@ -220,11 +223,28 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
         ngx_http_imburse_store_stats(&key[i], now_ms, &st[i]);
     }
 
+    for (i = 0, fleets = 0; i < imcf->keys.nelts; i++) {
+        fleets += key[i].fleet.len ? 1 : 0;
+    }
+
     for (m = 0; m < sizeof(metrics) / sizeof(metrics[0]); m++) {
+
+        /* a key without fleet= has no fleet figures, as in the JSON (null) */
+
+        if (m >= NGX_HTTP_IMBURSE_FIRST_FLEET_METRIC && fleets == 0) {
+            break;
+        }
+
         p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n", metrics[m][0],
                         metrics[m][2], metrics[m][0], metrics[m][1]);
 
         for (i = 0; i < imcf->keys.nelts; i++) {
+            if (m >= NGX_HTTP_IMBURSE_FIRST_FLEET_METRIC
+                && key[i].fleet.len == 0)
+            {
+                continue;
+            }
+
             p = ngx_sprintf(p, "%s{key=\"%V\"} ", metrics[m][0],
                             &key[i].name);
 

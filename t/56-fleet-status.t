@@ -95,6 +95,10 @@ ok($s->{fleet}{redis_down}, 'json: Redis down');
 my $text = $first->http_get('/status?format=prometheus')->{body};
 like($text, qr/^imburse_fleet_redis_errors_total\{key="main"\} 1$/m,
     'prometheus: one Redis error');
+like($text, qr/^imburse_exchanges_total\{key="solo"\} \d+$/m,
+    'prometheus: the key without fleet= has its exchange figures');
+unlike($text, qr/^imburse_fleet_[a-z_]+\{key="solo"\}/m,
+    'prometheus: and no fleet figures (as "fleet": null in the JSON)');
 
 ###############################################################################
 # No secret in the status pages
