@@ -24,7 +24,7 @@ $t->start_standin(keys => { $PUBLIC => $PRIVATE },
                   global => { ttl_ms => 10000 });
 
 # 10 s tokens, refresh=6s is capped at half the lifetime: the refresh
-# window opens 5 s (plus up to 10 % jitter) before expiry
+# window opens 5 s (less up to 5 % jitter) before expiry
 $t->run(<<'NGINX');
     imburse_api_key main public_key=pk-stale
                     private_key_file=%%KEYFILE:main%%

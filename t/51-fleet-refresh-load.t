@@ -23,14 +23,16 @@ my $PUBLIC  = 'pk-fleet-refresh';
 my $PRIVATE = 'ZmxlZXQtcmVmcmVzaC1sb2FkLWtleS0wMTIzNDU2Nzg5YWI=';
 my $SECONDS = 30;
 my $TTL     = 6;                 # token lifetime, seconds
-my $PERIOD  = $TTL / 2;          # refresh period: refresh= capped at half
+my $PERIOD  = $TTL / 2;          # refresh= (default 60s) capped at half
+my $DELAY   = 0.1;               # the identity service's answer time
 
 my $redis = ImburseRedis->new;
 my @fleet = ImburseRedis::start_fleet(
     public_key  => $PUBLIC,
     private_key => $PRIVATE,
     redis       => $redis->address,
-    standin     => { global => { ttl_ms => $TTL * 1000, delay_ms => 100 } },
+    standin     => { global => { ttl_ms => $TTL * 1000,
+                                 delay_ms => $DELAY * 1000 } },
 );
 my $imburse = $fleet[0];
 
@@ -64,11 +66,26 @@ for my $i (0 .. $#fleet) {
         or diag explain \%st;
 }
 
-my $periods = int($elapsed / $PERIOD + 0.5);
+# A refresh period runs from a token's issue to its successor's: the
+# token's life outside the window, then the exchange (0.1 s here).  The
+# periods completed in the run, give or take one, is the right count: one
+# per period for the whole fleet.
+my $periods = int($elapsed / ($PERIOD + $DELAY));
 my $exchanges = $stats->{exchanges};
 cmp_ok(abs($exchanges - $periods), '<=', 1,
     "identity: $exchanges exchanges in ${\ sprintf '%.1f', $elapsed} s, "
     . "within one of the $periods refresh periods");
+
+# and never two in one period: a token is replaced once, by one instance
+# (the window starts up to 5% early at random, per instance)
+my @issued = sort { $a <=> $b } map { $_->{time} }
+    grep { $_->{status} == 200 && $_->{time} >= $t0 }
+    @{$imburse->identity_requests};
+my @gaps = map { $issued[$_] - $issued[$_ - 1] } 1 .. $#issued;
+my ($shortest) = sort { $a <=> $b } @gaps;
+cmp_ok($shortest // $PERIOD, '>=', 0.9 * $PERIOD, sprintf(
+    'identity: tokens issued at least %.1f s apart (shortest gap %.2f s)',
+    0.9 * $PERIOD, $shortest // 0));
 cmp_ok($exchanges, '<', 2 * $periods,
     'identity: clearly not one per instance (that would be ~'
     . 3 * $periods . ')');

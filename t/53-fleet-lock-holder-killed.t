@@ -113,6 +113,13 @@ my @res = @{ $load->()->{results} // [] };
 # Who exchanged, when
 
 my $t3 = $survivors[0]->http_get('/api/after')->{body} =~ s/^Bearer //r;
+
+# the dead instance's exchange is recorded when the stand-in answers it, 5 s
+# after it began, whoever is still there to read the answer
+for (1 .. 100) {
+    last unless $imburse->stats->{inflight};
+    sleep 0.1;
+}
 my @ids = grep { $_->{status} == 200 } @{$imburse->identity_requests};
 is(scalar @ids, 3, 'identity: three exchanges (warm-up, the dead one, the '
     . 'take-over)');
@@ -130,9 +137,16 @@ cmp_ok($takeover_started, '<', $t1->{expires_ms} / 1000 - 1,
 cmp_ok($redis->pttl($TOKEN_KEY), '>', ($TTL - 3) * 1000,
     "Redis holds the new token's copy, with its lifetime");
 
-my $taken = 0;
-$taken += ImburseRedis::status($_)->{fleet}{locks_taken} for @survivors;
-is($taken, 1, 'one survivor took the lock after it expired');
+# A survivor may take the lock just as the other one releases it with the
+# new copy in Redis: it then finds the copy and lets the lock go unused.
+my ($taken, $exchanged) = (0, 0);
+for (@survivors) {
+    my $s = ImburseRedis::status($_);
+    $taken += $s->{fleet}{locks_taken};
+    $exchanged += $s->{exchanges};
+}
+cmp_ok($taken, '>=', 1, 'a survivor took the lock after it expired');
+is($exchanged, 1, 'and the survivors made one exchange between them');
 
 ###############################################################################
 # No request of the survivors failed, none waited

@@ -90,14 +90,17 @@ sub upstream_port { $_[0]{upstream_port} }
 
 # Free loopback ports below the ephemeral range (32768+ on Linux), so that
 # outgoing connections of a busy machine cannot take them between our check
-# and nginx's bind.  Bounded: at most 200 tries.
+# and nginx's bind.  A port is handed out once per test process: several
+# instances are configured before any of them binds its ports.  Bounded: at
+# most 200 tries.
+my %HANDED_OUT;
 sub free_ports {
     my ($n) = @_;
     my (@socks, %seen);
     for (1 .. 200) {
         last if @socks == $n;
         my $port = 10000 + int rand 22000;
-        next if $seen{$port}++;
+        next if $seen{$port}++ || $HANDED_OUT{$port};
         my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
             LocalPort => $port, Proto => 'tcp', Listen => 1, ReuseAddr => 1)
             or next;
@@ -106,6 +109,7 @@ sub free_ports {
     die "cannot find $n free ports\n" unless @socks == $n;
     my @ports = map { $_->sockport } @socks;
     close $_ for @socks;
+    $HANDED_OUT{$_} = 1 for @ports;
     return @ports;
 }
 
