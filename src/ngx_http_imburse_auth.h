@@ -75,6 +75,11 @@ typedef struct {
     ngx_array_t                keys;            /* ngx_http_imburse_key_t */
     size_t                     zone_size;
     ngx_shm_zone_t            *shm_zone;
+
+    /* wake-up pipes, read and write end per worker slot; this worker's */
+    ngx_fd_t                  *notify_fds;
+    ngx_uint_t                 notify_n;
+    ngx_connection_t          *notify_conn;
 } ngx_http_imburse_main_conf_t;
 
 

@@ -87,11 +87,11 @@ ngx_module_t  ngx_http_imburse_auth_module = {
     ngx_http_imburse_commands,             /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_imburse_notify_init_module,   /* init module */
+    ngx_http_imburse_notify_init_process,  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_imburse_notify_exit_process,  /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };

@@ -237,7 +237,7 @@ ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
 
     /* the waiting requests go on now, whatever the fleet steps left */
 
-    ngx_http_imburse_wake(x->key);
+    ngx_http_imburse_wake_all(x->key);
 
     return ngx_http_imburse_fleet_after_identity(x, x->token.len != 0);
 }
@@ -533,7 +533,7 @@ ngx_http_imburse_exchange_cleanup(ngx_http_imburse_exchange_t *x)
     }
 
     ngx_http_imburse_store_release(x->key, x->claim);
-    ngx_http_imburse_wake(x->key);
+    ngx_http_imburse_wake_all(x->key);
 }
 
 

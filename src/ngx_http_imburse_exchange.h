@@ -72,11 +72,21 @@ ngx_http_imburse_waiter_t *ngx_http_imburse_waiter(ngx_http_request_t *r,
 ngx_int_t ngx_http_imburse_wait(ngx_http_request_t *r,
     ngx_http_imburse_ctx_t *ctx, ngx_msec_t deadline, ngx_uint_t version);
 void ngx_http_imburse_wake(ngx_http_imburse_key_t *key);
+void ngx_http_imburse_wake_all(ngx_http_imburse_key_t *key);
+void ngx_http_imburse_wake_if_changed(ngx_http_imburse_key_t *key,
+    char *by);
 void ngx_http_imburse_key_init_waiters(ngx_http_imburse_key_t *key,
     ngx_log_t *log);
 void ngx_http_imburse_wait_cleanup(ngx_http_imburse_ctx_t *ctx);
 
 void ngx_http_imburse_ctx_cleanup(void *data);
+
+/* ngx_http_imburse_notify.c */
+ngx_int_t ngx_http_imburse_notify_init_module(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_imburse_notify_init_process(ngx_cycle_t *cycle);
+void ngx_http_imburse_notify_exit_process(ngx_cycle_t *cycle);
+void ngx_http_imburse_notify_workers(void);
+ngx_uint_t ngx_http_imburse_notify_active(void);
 
 
 #endif /* _NGX_HTTP_IMBURSE_EXCHANGE_H_INCLUDED_ */

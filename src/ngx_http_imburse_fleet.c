@@ -234,7 +234,7 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
                                     "token does not fit in the imburse zone");
     }
 
-    ngx_http_imburse_wake(key);
+    ngx_http_imburse_wake_all(key);
 
     /* the lock was ours, for nothing: another instance shared in time */
 
@@ -269,7 +269,7 @@ ngx_http_imburse_fleet_locked(ngx_http_imburse_exchange_t *x)
         /* another instance refreshes: keep our token, look again soon */
         ngx_http_imburse_store_defer(x->key, x->claim,
                                      NGX_HTTP_IMBURSE_FLEET_POLL * 10);
-        ngx_http_imburse_wake(x->key);
+        ngx_http_imburse_wake_all(x->key);
         ngx_http_imburse_fleet_up(x);
         return NGX_HTTP_IMBURSE_STEP_END;
     }

@@ -1,10 +1,11 @@
 /*
  * Requests waiting for a token, without blocking their worker.
  *
- * Requests of the worker that runs the exchange are queued on the key and
- * resumed the moment the store changes; queued requests of other workers
- * see the change through one short poll of the store's version per key and
- * worker, whatever the number of waiting requests.
+ * Requests are queued on the key in their worker.  The worker that ends an
+ * exchange resumes its own at once and wakes the other workers through
+ * their pipes (ngx_http_imburse_notify.c), which resume theirs when they
+ * see the key's version in the zone has changed.  A timer per key and
+ * worker, whatever the number of waiting requests, is the safety net.
  */
 
 #include "ngx_http_imburse_auth.h"
@@ -12,8 +13,13 @@
 #include "ngx_http_imburse_store.h"
 
 
-/* the longest a request in another worker waits after the token arrived */
-#define NGX_HTTP_IMBURSE_POLL  1
+/*
+ * How often a worker with waiting requests looks at the zone itself: a
+ * safety net with the wake-up pipes; without them (one worker, or no pipe)
+ * the longest a request waits after the token arrived.
+ */
+#define NGX_HTTP_IMBURSE_POLL_NET   100
+#define NGX_HTTP_IMBURSE_POLL       1
 
 
 static void ngx_http_imburse_wait_handler(ngx_event_t *ev);
@@ -67,7 +73,9 @@ ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
 
     if (!key->poll.timer_set) {
         key->poll_version = version;
-        ngx_add_timer(&key->poll, NGX_HTTP_IMBURSE_POLL);
+        ngx_add_timer(&key->poll, ngx_http_imburse_notify_active()
+                                  ? NGX_HTTP_IMBURSE_POLL_NET
+                                  : NGX_HTTP_IMBURSE_POLL);
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -75,6 +83,39 @@ ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
                    &key->name, (ngx_msec_t) delay);
 
     return NGX_AGAIN;
+}
+
+
+void
+ngx_http_imburse_wake_all(ngx_http_imburse_key_t *key)
+{
+    ngx_http_imburse_wake(key);
+    ngx_http_imburse_notify_workers();
+}
+
+
+void
+ngx_http_imburse_wake_if_changed(ngx_http_imburse_key_t *key, char *by)
+{
+    ngx_uint_t  version;
+
+    if (ngx_queue_empty(&key->waiters)) {
+        return;
+    }
+
+    version = ngx_http_imburse_store_version(key);
+
+    if (version == key->poll_version) {
+        return;
+    }
+
+    key->poll_version = version;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, key->poll.log, 0,
+                   "imburse key \"%V\": waiting requests woken by %s",
+                   &key->name, by);
+
+    ngx_http_imburse_wake(key);
 }
 
 
@@ -140,24 +181,17 @@ ngx_http_imburse_wait_handler(ngx_event_t *ev)
 static void
 ngx_http_imburse_poll_handler(ngx_event_t *ev)
 {
-    ngx_uint_t               version;
     ngx_http_imburse_key_t  *key;
 
     key = ev->data;
 
-    if (ngx_queue_empty(&key->waiters)) {
-        return;
+    ngx_http_imburse_wake_if_changed(key, "the zone timer");
+
+    if (!ngx_queue_empty(&key->waiters)) {
+        ngx_add_timer(ev, ngx_http_imburse_notify_active()
+                          ? NGX_HTTP_IMBURSE_POLL_NET
+                          : NGX_HTTP_IMBURSE_POLL);
     }
-
-    version = ngx_http_imburse_store_version(key);
-
-    if (version != key->poll_version) {
-        key->poll_version = version;
-        ngx_http_imburse_wake(key);
-        return;
-    }
-
-    ngx_add_timer(ev, NGX_HTTP_IMBURSE_POLL);
 }
 
 

@@ -1,0 +1,122 @@
+#!/usr/bin/perl
+
+# Requests waiting in a worker that does not run the exchange are resumed
+# by a wake-up from the worker that ends it (a pipe per worker), not by a
+# timer: the debug log says who woke them.  Also after a reload (new
+# pipes for the new workers), and nginx stops without a socket left open.
+
+use strict;
+use warnings;
+
+use Test::More;
+use File::Basename qw(dirname);
+use lib dirname(__FILE__) . '/lib';
+use ImburseTest;
+
+my %PRIVATE = (first  => 'Zmlyc3Qta2V5LWZvci10aGUtd2FrZS11cC10ZXN0cw==',
+               second => 'c2Vjb25kLWtleS1mb3ItdGhlLXdha2UtdXAtdGVzdHM=');
+
+my $t = ImburseTest->new(workers => 2);
+$t->write_key($_, $PRIVATE{$_}) for keys %PRIVATE;
+# slow enough that the whole burst waits, in both workers
+$t->start_standin(keys => { map { ("pk-$_" => $PRIVATE{$_}) } keys %PRIVATE },
+    global => { delay_ms => 400 });
+
+my $debug_log = "$t->{prefix}/debug.log";
+
+sub config {
+    my (@names) = @_;
+    my $conf = '';
+    for my $name (@names) {
+        $conf .= <<"EOF";
+    imburse_api_key $name public_key=pk-$name
+                    private_key_file=%%KEYFILE:$name%%
+                    exchange=/_imburse/$name;
+EOF
+    }
+    $conf .= <<'EOF';
+    server {
+        listen 127.0.0.1:%%PORT%% reuseport;
+EOF
+    for my $name (@names) {
+        $conf .= <<"EOF";
+        location /$name/ {
+            imburse_auth $name;
+            proxy_pass http://127.0.0.1:%%PORT2%%;
+        }
+        location = /_imburse/$name {
+            internal;
+            proxy_method               POST;
+            proxy_pass_request_headers off;
+            proxy_pass_request_body    off;
+            proxy_set_header           Content-Length 0;
+            proxy_set_header           Authorization \$imburse_hmac;
+            proxy_pass %%IDENTITY_URL%%;
+        }
+EOF
+    }
+    $conf .= <<'EOF';
+    }
+    server {
+        listen 127.0.0.1:%%PORT2%%;
+        access_log off;
+        location / { return 200 "$http_authorization"; }
+    }
+EOF
+    return $conf;
+}
+
+my $main = "error_log $debug_log debug;";
+$t->run(config('first'), main => $main);
+
+# burst(NAME): a cold burst on key NAME; returns the wake-up lines of the
+# debug log it caused, by "who woke them"
+sub burst {
+    my ($name) = @_;
+    my $dmark = -s $debug_log // 0;
+    my $amark = $t->access_mark;
+    my $before = $t->exchanges_of("pk-$name");
+    my $load = $t->load("/$name/x", 80, 20, {}, timeout => 30);
+    is($load->{by_status}{200} // 0, 80, "$name: a cold burst, all 200")
+        or diag explain $load->{by_status};
+    is($t->exchanges_of("pk-$name") - $before, 1, "$name: one exchange");
+
+    my @log = $t->access_log(since => $amark, wait_for => 80);
+    my %miss_pids = map { /token=MISS pid=(\d+)/ ? ($1 => 1) : () } @log;
+
+    open my $fh, '<', $debug_log or die "$debug_log: $!";
+    seek $fh, $dmark, 0;
+    my %by;
+    while (my $l = <$fh>) {
+        next unless $l =~ /imburse key "\Q$name\E": waiting requests woken by (.+?)(?:, client|$)/;
+        $by{$1}++;
+    }
+    close $fh;
+    return (scalar keys %miss_pids, \%by);
+}
+
+my ($workers, $by) = burst('first');
+SKIP: {
+    skip 'the burst waited in one worker only', 2 if $workers < 2;
+    cmp_ok($by->{'another worker'} // 0, '>=', 1,
+        'first: the other worker\'s requests were woken by the worker that '
+        . 'exchanged') or diag explain $by;
+    ok(!$by->{'the zone timer'}, 'first: none by the safety-net timer')
+        or diag explain $by;
+}
+
+ok($t->reload(config('first', 'second'), main => $main), 'reload');
+($workers, $by) = burst('second');
+SKIP: {
+    skip 'the burst waited in one worker only', 2 if $workers < 2;
+    cmp_ok($by->{'another worker'} // 0, '>=', 1,
+        'second, after a reload: woken by the other worker') or diag explain $by;
+    ok(!$by->{'the zone timer'}, 'second: none by the safety-net timer')
+        or diag explain $by;
+}
+
+$t->stop;
+ok(!grep(/open socket .* left in connection/, $t->error_log),
+    'no socket left open at exit');
+
+done_testing;
