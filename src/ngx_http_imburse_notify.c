@@ -136,7 +136,9 @@ ngx_http_imburse_notify_init_process(ngx_cycle_t *cycle)
     c->read->log = cycle->log;
 
     if (ngx_add_event(c->read, NGX_READ_EVENT, 0) != NGX_OK) {
+        /* the fd stays ours (closed with the cycle), not the free slot's */
         ngx_free_connection(c);
+        c->fd = (ngx_socket_t) -1;
         return NGX_OK;
     }
 
@@ -172,7 +174,9 @@ ngx_http_imburse_notify_workers(void)
     ngx_uint_t                     i;
     ngx_http_imburse_main_conf_t  *imcf;
 
-    if (ngx_process != NGX_PROCESS_WORKER) {
+    /* at exit ngx_cycle is nginx's bare exit cycle, without configuration */
+
+    if (ngx_process != NGX_PROCESS_WORKER || ngx_cycle->conf_ctx == NULL) {
         return;
     }
 
@@ -197,6 +201,10 @@ ngx_http_imburse_notify_active(void)
 {
     ngx_http_imburse_main_conf_t  *imcf;
 
+    if (ngx_cycle->conf_ctx == NULL) {
+        return 0;
+    }
+
     imcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_imburse_auth_module);
 
@@ -217,6 +225,15 @@ ngx_http_imburse_notify_handler(ngx_event_t *ev)
 
     c = ev->data;
     imcf = c->data;
+
+    /* worker_shutdown_timeout closes what is left at the end */
+
+    if (c->close) {
+        ngx_close_connection(c);
+        imcf->notify_conn = NULL;
+        imcf->notify_fds[2 * ngx_worker] = -1;
+        return;
+    }
 
     /* bounded: the writers are other workers, each byte is one wake-up */
 
