@@ -44,15 +44,7 @@ EOF
             imburse_auth $name;
             proxy_pass http://127.0.0.1:%%PORT2%%;
         }
-        location = /_imburse/$name {
-            internal;
-            proxy_method               POST;
-            proxy_pass_request_headers off;
-            proxy_pass_request_body    off;
-            proxy_set_header           Content-Length 0;
-            proxy_set_header           Authorization \$imburse_hmac;
-            proxy_pass %%IDENTITY_URL%%;
-        }
+        %%EXCHANGE_LOCATION:/_imburse/$name%%
 EOF
     }
     $conf .= <<'EOF';

@@ -36,15 +36,7 @@ $t->run(<<'NGINX');
             proxy_pass http://127.0.0.1:%%PORT2%%;
         }
 
-        location = /_imburse/main {
-            internal;
-            proxy_method               POST;
-            proxy_pass_request_headers off;
-            proxy_pass_request_body    off;
-            proxy_set_header           Content-Length 0;
-            proxy_set_header           Authorization $imburse_hmac;
-            proxy_pass %%IDENTITY_URL%%;
-        }
+        %%EXCHANGE_LOCATION:/_imburse/main%%
     }
 
     server {

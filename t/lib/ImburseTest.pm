@@ -154,10 +154,30 @@ sub placeholders {
     );
 }
 
-# Substitutes %%NAME%% and %%KEYFILE:name%%; dies on an unknown placeholder.
+# The exchange location of the documented configuration, at URI, in front
+# of the stand-in identity service.
+sub exchange_location {
+    my ($uri) = @_;
+    return <<"EOF";
+        location = $uri {
+            internal;
+            proxy_method               POST;
+            proxy_pass_request_headers off;
+            proxy_pass_request_body    off;
+            proxy_set_header           Content-Length 0;
+            proxy_set_header           Authorization \$imburse_hmac;
+            proxy_pass %%IDENTITY_URL%%;
+        }
+EOF
+}
+
+# Substitutes %%EXCHANGE_LOCATION:uri%% (the block above), %%NAME%% and
+# %%KEYFILE:name%%; dies on an unknown placeholder.
 sub render {
     my ($self, $text) = @_;
     my %p = $self->placeholders;
+    $text =~ s{^[ \t]*%%EXCHANGE_LOCATION:(/[^%\s]+)%%[ \t]*\n?}
+              {exchange_location($1)}gem;
     $text =~ s/%%KEYFILE:([A-Za-z0-9_.-]+)%%/$self->keyfile($1)/ge;
     $text =~ s{%%([A-Z0-9_]+)%%}{
         exists $p{$1} ? $p{$1} : die "unknown placeholder %%$1%%\n"
@@ -716,7 +736,9 @@ C<%%PORT2%%>, C<%%PORT3%%> (spare ports for extra server blocks),
 C<%%IDENTITY_PORT%%>, C<%%IDENTITY_URL%%> (full exchange URL of the
 stand-in), C<%%UPSTREAM_PORT%%>, C<%%UPSTREAM_URL%%> (the stand-in's echoing
 upstream), C<%%PREFIX%%>, C<%%KEYFILE%%> (keys/default.key) and
-C<%%KEYFILE:name%%> (keys/name.key, see C<write_key>).  An unknown
+C<%%KEYFILE:name%%> (keys/name.key, see C<write_key>).  A line holding only
+C<%%EXCHANGE_LOCATION:/uri%%> becomes the documented exchange location at
+that URI, in front of the stand-in (C<exchange_location>).  An unknown
 placeholder dies.
 
 For load tests a plain nginx server block in the same configuration is a
