@@ -250,8 +250,7 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
         && ctx->x && !ctx->x->ended)
     {
         /* this request runs an exchange already: one at a time */
-        ngx_http_imburse_store_release(key, lk.claim);
-        ngx_http_imburse_wake_all(key);
+        ngx_http_imburse_release(key, lk.claim);
         action = (action == NGX_HTTP_IMBURSE_EXCHANGE)
                  ? NGX_HTTP_IMBURSE_WAIT : NGX_HTTP_IMBURSE_USE;
         lk.wait = ngx_current_msec + key->timeout;
@@ -268,8 +267,7 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
          */
 
         if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 1) != NGX_OK) {
-            ngx_http_imburse_store_release(key, lk.claim);
-            ngx_http_imburse_wake_all(key);
+            ngx_http_imburse_release(key, lk.claim);
 
         } else if (r->http_version < NGX_HTTP_VERSION_20) {
             r->keepalive = 0;
@@ -299,9 +297,7 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
     case NGX_HTTP_IMBURSE_EXCHANGE:
 
         if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 0) != NGX_OK) {
-            /* the claim is free again: the waiting requests may take it */
-            ngx_http_imburse_store_release(key, lk.claim);
-            ngx_http_imburse_wake_all(key);
+            ngx_http_imburse_release(key, lk.claim);
             return NGX_ERROR;
         }
 

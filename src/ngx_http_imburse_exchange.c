@@ -532,8 +532,7 @@ ngx_http_imburse_exchange_cleanup(ngx_http_imburse_exchange_t *x)
         ngx_del_timer(&x->timer);
     }
 
-    ngx_http_imburse_store_release(x->key, x->claim);
-    ngx_http_imburse_wake_all(x->key);
+    ngx_http_imburse_release(x->key, x->claim);
 }
 
 

@@ -73,6 +73,7 @@ ngx_int_t ngx_http_imburse_wait(ngx_http_request_t *r,
     ngx_http_imburse_ctx_t *ctx, ngx_msec_t deadline, ngx_uint_t version);
 void ngx_http_imburse_wake(ngx_http_imburse_key_t *key);
 void ngx_http_imburse_wake_all(ngx_http_imburse_key_t *key);
+void ngx_http_imburse_release(ngx_http_imburse_key_t *key, ngx_uint_t claim);
 void ngx_http_imburse_wake_if_changed(ngx_http_imburse_key_t *key,
     char *by);
 void ngx_http_imburse_key_init_waiters(ngx_http_imburse_key_t *key,

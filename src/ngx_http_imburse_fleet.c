@@ -30,6 +30,8 @@ static ngx_http_imburse_step_e ngx_http_imburse_fleet_locked(
 static ngx_http_imburse_step_e ngx_http_imburse_fleet_failed(
     ngx_http_imburse_exchange_t *x, const char *cause);
 static void ngx_http_imburse_fleet_up(ngx_http_imburse_exchange_t *x);
+static ngx_http_imburse_step_e ngx_http_imburse_fleet_unusable(
+    ngx_http_imburse_exchange_t *x);
 
 
 ngx_http_imburse_step_e
@@ -198,8 +200,7 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
                           "open with this key, exchanging", &key->name);
         }
 
-        return x->locked ? NGX_HTTP_IMBURSE_STEP_IDENTITY
-                         : NGX_HTTP_IMBURSE_STEP_LOCK;
+        return ngx_http_imburse_fleet_unusable(x);
     }
 
     token.len = (size_t) n;
@@ -207,8 +208,7 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
     /* an upstream 401 ended it here; the copy still says it is valid */
 
     if (ngx_http_imburse_store_revoked(key, &token)) {
-        return x->locked ? NGX_HTTP_IMBURSE_STEP_IDENTITY
-                         : NGX_HTTP_IMBURSE_STEP_LOCK;
+        return ngx_http_imburse_fleet_unusable(x);
     }
 
     /*
@@ -221,8 +221,7 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
             && now_ms >= ngx_http_imburse_store_refresh_at(key, expires_ms,
                                                            obtained_ms, 0)))
     {
-        return x->locked ? NGX_HTTP_IMBURSE_STEP_IDENTITY
-                         : NGX_HTTP_IMBURSE_STEP_LOCK;
+        return ngx_http_imburse_fleet_unusable(x);
     }
 
     if (ngx_http_imburse_store_put(key, x->claim, &token, expires_ms,
@@ -246,6 +245,16 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
     ngx_http_imburse_fleet_up(x);
 
     return NGX_HTTP_IMBURSE_STEP_END;
+}
+
+
+/* the fleet's copy is of no use: exchange, under the lock once we hold it */
+
+static ngx_http_imburse_step_e
+ngx_http_imburse_fleet_unusable(ngx_http_imburse_exchange_t *x)
+{
+    return x->locked ? NGX_HTTP_IMBURSE_STEP_IDENTITY
+                     : NGX_HTTP_IMBURSE_STEP_LOCK;
 }
 
 

@@ -22,6 +22,7 @@
 #define NGX_HTTP_IMBURSE_POLL       1
 
 
+static ngx_msec_t ngx_http_imburse_poll_interval(void);
 static void ngx_http_imburse_wait_handler(ngx_event_t *ev);
 static void ngx_http_imburse_poll_handler(ngx_event_t *ev);
 
@@ -73,9 +74,7 @@ ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
 
     if (!key->poll.timer_set) {
         key->poll_version = version;
-        ngx_add_timer(&key->poll, ngx_http_imburse_notify_active()
-                                  ? NGX_HTTP_IMBURSE_POLL_NET
-                                  : NGX_HTTP_IMBURSE_POLL);
+        ngx_add_timer(&key->poll, ngx_http_imburse_poll_interval());
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -91,6 +90,16 @@ ngx_http_imburse_wake_all(ngx_http_imburse_key_t *key)
 {
     ngx_http_imburse_wake(key);
     ngx_http_imburse_notify_workers();
+}
+
+
+/* a claim given back: the waiting requests, in every worker, may take it */
+
+void
+ngx_http_imburse_release(ngx_http_imburse_key_t *key, ngx_uint_t claim)
+{
+    ngx_http_imburse_store_release(key, claim);
+    ngx_http_imburse_wake_all(key);
 }
 
 
@@ -188,10 +197,16 @@ ngx_http_imburse_poll_handler(ngx_event_t *ev)
     ngx_http_imburse_wake_if_changed(key, "the zone timer");
 
     if (!ngx_queue_empty(&key->waiters)) {
-        ngx_add_timer(ev, ngx_http_imburse_notify_active()
-                          ? NGX_HTTP_IMBURSE_POLL_NET
-                          : NGX_HTTP_IMBURSE_POLL);
+        ngx_add_timer(ev, ngx_http_imburse_poll_interval());
     }
+}
+
+
+static ngx_msec_t
+ngx_http_imburse_poll_interval(void)
+{
+    return ngx_http_imburse_notify_active() ? NGX_HTTP_IMBURSE_POLL_NET
+                                            : NGX_HTTP_IMBURSE_POLL;
 }
 
 
