@@ -57,12 +57,7 @@ $t->run(<<'EOF');
         }
 
         location = /_imburse/management {
-            internal;
-            proxy_method               POST;
-            proxy_pass_request_headers off;
-            proxy_pass_request_body    off;
-            proxy_set_header           Content-Length 0;
-            proxy_set_header           Authorization $imburse_hmac;
+            %%EXCHANGE_SIGNING%%
             proxy_pass http://127.0.0.1:%%IDENTITY_PORT%%/identity/v1/hmac/management;
         }
     }

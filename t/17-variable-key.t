@@ -26,21 +26,11 @@ $t->start_standin(keys => { 'pk-alpha' => $PRIVATE{alpha},
 
 my $exchange_locations = <<'EOF';
         location = /_imburse/alpha {
-            internal;
-            proxy_method               POST;
-            proxy_pass_request_headers off;
-            proxy_pass_request_body    off;
-            proxy_set_header           Content-Length 0;
-            proxy_set_header           Authorization $imburse_hmac;
+            %%EXCHANGE_SIGNING%%
             proxy_pass http://127.0.0.1:%%IDENTITY_PORT%%/identity/v1/hmac/management;
         }
         location = /_imburse/beta {
-            internal;
-            proxy_method               POST;
-            proxy_pass_request_headers off;
-            proxy_pass_request_body    off;
-            proxy_set_header           Content-Length 0;
-            proxy_set_header           Authorization $imburse_hmac;
+            %%EXCHANGE_SIGNING%%
             proxy_pass http://127.0.0.1:%%IDENTITY_PORT%%/identity/v1/hmac/management;
         }
 EOF

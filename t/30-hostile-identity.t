@@ -271,12 +271,7 @@ EOF
             proxy_pass http://127.0.0.1:%%UPSTREAM_PORT%%/;
         }
         location = /_imburse/$name {
-            internal;
-            proxy_method               POST;
-            proxy_pass_request_headers off;
-            proxy_pass_request_body    off;
-            proxy_set_header           Content-Length 0;
-            proxy_set_header           Authorization \$imburse_hmac;
+            %%EXCHANGE_SIGNING%%
             $extra
             proxy_pass $target;
         }

@@ -36,12 +36,7 @@ $t->run(<<'NGINX');
         }
 
         location = /_imburse/main {
-            internal;
-            proxy_method               POST;
-            proxy_pass_request_headers off;
-            proxy_pass_request_body    off;
-            proxy_set_header           Content-Length 0;
-            proxy_set_header           Authorization $imburse_hmac;
+            %%EXCHANGE_SIGNING%%
             proxy_read_timeout         10s;
             proxy_pass %%IDENTITY_URL%%;
         }

@@ -391,12 +391,7 @@ $extra
         }
 
         location = /_imburse/main {
-            internal;
-            proxy_method               POST;
-            proxy_pass_request_headers off;
-            proxy_pass_request_body    off;
-            proxy_set_header           Content-Length 0;
-            proxy_set_header           Authorization \$imburse_hmac;
+            %%EXCHANGE_SIGNING%%
             proxy_read_timeout         10s;
             proxy_pass $o{identity_url};
         }

@@ -154,30 +154,36 @@ sub placeholders {
     );
 }
 
-# The exchange location of the documented configuration, at URI, in front
-# of the stand-in identity service.
+# The lines that make a location the documented exchange location: an
+# internal POST without the client's headers or body, signed by
+# $imburse_hmac.
+my @EXCHANGE_SIGNING = (
+    'internal;',
+    'proxy_method               POST;',
+    'proxy_pass_request_headers off;',
+    'proxy_pass_request_body    off;',
+    'proxy_set_header           Content-Length 0;',
+    'proxy_set_header           Authorization $imburse_hmac;',
+);
+
+# The whole exchange location at URI, in front of the stand-in.
 sub exchange_location {
     my ($uri) = @_;
-    return <<"EOF";
-        location = $uri {
-            internal;
-            proxy_method               POST;
-            proxy_pass_request_headers off;
-            proxy_pass_request_body    off;
-            proxy_set_header           Content-Length 0;
-            proxy_set_header           Authorization \$imburse_hmac;
-            proxy_pass %%IDENTITY_URL%%;
-        }
-EOF
+    return "        location = $uri {\n"
+        . join('', map { "            $_\n" } @EXCHANGE_SIGNING)
+        . "            proxy_pass %%IDENTITY_URL%%;\n        }\n";
 }
 
-# Substitutes %%EXCHANGE_LOCATION:uri%% (the block above), %%NAME%% and
+# Substitutes %%EXCHANGE_LOCATION:uri%% (the block above), a line of
+# %%EXCHANGE_SIGNING%% (the lines above, at its indentation), %%NAME%% and
 # %%KEYFILE:name%%; dies on an unknown placeholder.
 sub render {
     my ($self, $text) = @_;
     my %p = $self->placeholders;
     $text =~ s{^[ \t]*%%EXCHANGE_LOCATION:(/[^%\s]+)%%[ \t]*\n?}
               {exchange_location($1)}gem;
+    $text =~ s{^([ \t]*)%%EXCHANGE_SIGNING%%[ \t]*\n?}
+              {join '', map { "$1$_\n" } @EXCHANGE_SIGNING}gem;
     $text =~ s/%%KEYFILE:([A-Za-z0-9_.-]+)%%/$self->keyfile($1)/ge;
     $text =~ s{%%([A-Z0-9_]+)%%}{
         exists $p{$1} ? $p{$1} : die "unknown placeholder %%$1%%\n"
@@ -738,8 +744,10 @@ stand-in), C<%%UPSTREAM_PORT%%>, C<%%UPSTREAM_URL%%> (the stand-in's echoing
 upstream), C<%%PREFIX%%>, C<%%KEYFILE%%> (keys/default.key) and
 C<%%KEYFILE:name%%> (keys/name.key, see C<write_key>).  A line holding only
 C<%%EXCHANGE_LOCATION:/uri%%> becomes the documented exchange location at
-that URI, in front of the stand-in (C<exchange_location>).  An unknown
-placeholder dies.
+that URI, in front of the stand-in (C<exchange_location>); a line holding
+only C<%%EXCHANGE_SIGNING%%> becomes that location's six signing lines
+(C<internal> to C<proxy_set_header Authorization $imburse_hmac>), for
+exchange locations with other lines too.  An unknown placeholder dies.
 
 For load tests a plain nginx server block in the same configuration is a
 faster upstream than the Perl stand-in:
