@@ -138,6 +138,23 @@ sub write_file {
     return $path;
 }
 
+# The nginx under test as a number, 1.22.1 -> 1022001 (as nginx_version).
+my $NGINX_VERSION;
+sub nginx_version {
+    return $NGINX_VERSION //= do {
+        my $v = `$NGINX -v 2>&1`;
+        $v =~ m{nginx/(\d+)\.(\d+)\.(\d+)} ? $1 * 1000000 + $2 * 1000 + $3
+                                             : 0;
+    };
+}
+
+# "listen ADDR http2;" up to 1.25.0, "listen ADDR; http2 on;" from 1.25.1.
+sub listen_h2 {
+    my ($addr) = @_;
+    return nginx_version() >= 1025001 ? "listen $addr; http2 on;"
+                                      : "listen $addr http2;";
+}
+
 sub placeholders {
     my ($self) = @_;
     return (
@@ -185,6 +202,9 @@ sub render {
     $text =~ s{^([ \t]*)%%EXCHANGE_SIGNING%%[ \t]*\n?}
               {join '', map { "$1$_\n" } @EXCHANGE_SIGNING}gem;
     $text =~ s/%%KEYFILE:([A-Za-z0-9_.-]+)%%/$self->keyfile($1)/ge;
+    $text =~ s{%%LISTEN_H2:([A-Z0-9_]+)%%}{
+        listen_h2('127.0.0.1:' . ($p{$1} // die "unknown port %%$1%%\n"))
+    }ge;
     $text =~ s{%%([A-Z0-9_]+)%%}{
         exists $p{$1} ? $p{$1} : die "unknown placeholder %%$1%%\n"
     }ge;
@@ -744,7 +764,10 @@ stand-in), C<%%UPSTREAM_PORT%%>, C<%%UPSTREAM_URL%%> (the stand-in's echoing
 upstream), C<%%PREFIX%%>, C<%%KEYFILE%%> (keys/default.key) and
 C<%%KEYFILE:name%%> (keys/name.key, see C<write_key>).  A line holding only
 C<%%EXCHANGE_LOCATION:/uri%%> becomes the documented exchange location at
-that URI, in front of the stand-in (C<exchange_location>); a line holding
+that URI, in front of the stand-in (C<exchange_location>);
+C<%%LISTEN_H2:PORT2%%> an HTTP/2 listener on that port, in the syntax of the
+nginx under test (C<listen ... http2;> before 1.25.1, C<http2 on;> from
+it); a line holding
 only C<%%EXCHANGE_SIGNING%%> becomes that location's six signing lines
 (C<internal> to C<proxy_set_header Authorization $imburse_hmac>), for
 exchange locations with other lines too.  An unknown placeholder dies.
