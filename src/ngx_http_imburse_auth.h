@@ -52,10 +52,20 @@ typedef struct {
     ngx_slab_pool_t           *shpool;
     ngx_http_imburse_entry_t  *entry;           /* in the shared zone */
 
+    /* the server whose location "exchange" is: exchanges run there */
+    ngx_http_conf_ctx_t       *srv_ctx;
+
     /* per worker: requests of this worker waiting for a token */
     ngx_queue_t                waiters;
     ngx_event_t                poll;
     ngx_uint_t                 poll_version;
+
+    /*
+     * per worker: when the key last served a request here, and the timer
+     * that refreshes its token in the window even when no request comes
+     */
+    int64_t                    used_ms;
+    ngx_event_t                refresh_timer;
 
     /*
      * per worker: the token last read from the zone, good while the zone's
@@ -108,10 +118,9 @@ typedef struct {
     unsigned                   restored:1;
     unsigned                   revoke_checked:1;
 
-    /* the exchange this request started, if any */
+    /* in the module's own request of an exchange, and its subrequests */
     ngx_http_imburse_exchange_t  *x;
 
-    /* in a subrequest of an exchange */
     ngx_http_request_t        *exchange;        /* itself, for IDENTITY */
     void                      *redis_op;        /* for the fleet steps */
     ngx_str_t                  body;
@@ -128,6 +137,7 @@ struct ngx_http_imburse_waiter_s {
     ngx_http_request_t        *request;
     ngx_http_imburse_key_t    *key;
     ngx_msec_t                 give_up;
+    ngx_http_event_handler_pt  read_handler;    /* the request's, restored */
     unsigned                   waiting:1;
 };
 
@@ -137,7 +147,6 @@ extern ngx_module_t  ngx_http_imburse_auth_module;
 
 ngx_http_imburse_key_t *ngx_http_imburse_find_key(
     ngx_http_imburse_main_conf_t *imcf, ngx_str_t *name);
-int64_t ngx_http_imburse_now_ms(void);
 
 char *ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -147,6 +156,11 @@ ngx_int_t ngx_http_imburse_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_imburse_revoke_init(ngx_conf_t *cf);
 void ngx_http_imburse_revoke_check(ngx_http_request_t *r,
     ngx_http_imburse_ctx_t *ctx);
+
+/* ngx_http_imburse_ctx.c */
+ngx_http_imburse_ctx_t *ngx_http_imburse_create_ctx(ngx_http_request_t *r,
+    ngx_http_imburse_key_t *key);
+void ngx_http_imburse_ctx_cleanup(void *data);
 ngx_http_imburse_ctx_t *ngx_http_imburse_find_ctx(ngx_http_request_t *r);
 ngx_http_imburse_ctx_t *ngx_http_imburse_get_ctx(ngx_http_request_t *r);
 
@@ -156,6 +170,10 @@ ngx_int_t ngx_http_imburse_set_authorization(ngx_http_request_t *r,
 void ngx_http_imburse_restore_authorization(ngx_http_request_t *r,
     ngx_http_imburse_ctx_t *ctx);
 ngx_int_t ngx_http_imburse_private_headers(ngx_http_request_t *r);
+ngx_http_imburse_ctx_t *ngx_http_imburse_injected_above(
+    ngx_http_request_t *r);
+ngx_int_t ngx_http_imburse_client_headers(ngx_http_request_t *r,
+    ngx_str_t *client_auth);
 ngx_int_t ngx_http_imburse_unavailable(ngx_http_request_t *r,
     ngx_msec_t retry_after);
 

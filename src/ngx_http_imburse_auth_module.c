@@ -7,7 +7,9 @@
  */
 
 #include "ngx_http_imburse_auth.h"
+#include "ngx_http_imburse_clock.h"
 #include "ngx_http_imburse_exchange.h"
+#include "ngx_http_imburse_location.h"
 #include "ngx_http_imburse_store.h"
 
 
@@ -17,6 +19,12 @@ static ngx_int_t ngx_http_imburse_resolve(ngx_http_request_t *r,
     ngx_http_imburse_loc_conf_t *ilcf, ngx_http_imburse_key_t **key);
 static ngx_int_t ngx_http_imburse_lookup(ngx_http_request_t *r,
     ngx_http_imburse_ctx_t *ctx);
+
+static ngx_int_t ngx_http_imburse_exchange_location(ngx_conf_t *cf,
+    ngx_http_imburse_key_t *key);
+static ngx_int_t ngx_http_imburse_internal_location(ngx_conf_t *cf,
+    ngx_http_imburse_key_t *key, const char *param, ngx_str_t *uri,
+    ngx_http_core_loc_conf_t *clcf);
 
 static ngx_int_t ngx_http_imburse_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_imburse_postconfiguration(ngx_conf_t *cf);
@@ -101,9 +109,8 @@ static ngx_int_t
 ngx_http_imburse_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
-    ngx_pool_cleanup_t           *cln;
     ngx_http_imburse_key_t       *key;
-    ngx_http_imburse_ctx_t       *ctx, *prev;
+    ngx_http_imburse_ctx_t       *ctx, *prev, *above;
     ngx_http_imburse_loc_conf_t  *ilcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
@@ -132,9 +139,20 @@ ngx_http_imburse_handler(ngx_http_request_t *r)
         ngx_http_imburse_revoke_check(r, prev);
     }
 
+    /* a subrequest shares the header list of the request it came from */
+
+    above = (r != r->main && prev == NULL)
+            ? ngx_http_imburse_injected_above(r) : NULL;
+
     if (!ilcf->enable) {
         if (prev) {
             ngx_http_imburse_restore_authorization(r, prev);
+
+        } else if (above
+                   && ngx_http_imburse_client_headers(r, &above->client_auth)
+                      != NGX_OK)
+        {
+            return NGX_ERROR;
         }
 
         return NGX_DECLINED;
@@ -150,33 +168,24 @@ ngx_http_imburse_handler(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_imburse_ctx_t));
+    ctx = ngx_http_imburse_create_ctx(r, key);
     if (ctx == NULL) {
         return NGX_ERROR;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_http_imburse_ctx_cleanup;
-    cln->data = ctx;
-
-    ctx->request = r;
-    ctx->key = key;
+    /* the client's own Authorization, wherever a token replaced it */
 
     if (prev && prev->auth_saved && !prev->restored) {
-        /* the header holds the previous token: the client's is here */
         ctx->client_auth = prev->client_auth;
+        ctx->auth_saved = 1;
+
+    } else if (above) {
+        ctx->client_auth = above->client_auth;
         ctx->auth_saved = 1;
     }
 
-    ngx_http_set_ctx(r, ctx, ngx_http_imburse_auth_module);
-
     return ngx_http_imburse_lookup(r, ctx);
 }
-
 
 /* a step of an exchange: its context may be gone after an error_page */
 
@@ -228,16 +237,18 @@ ngx_http_imburse_resolve(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
 {
+    int64_t                     now_ms;
     ngx_int_t                   action;
     ngx_http_imburse_key_t     *key;
     ngx_http_imburse_waiter_t  *w;
     ngx_http_imburse_lookup_t   lk;
 
     key = ctx->key;
+    now_ms = ngx_http_imburse_now_ms();
 
     action = ngx_http_imburse_store_get(key, r->pool,
                                         NGX_HTTP_IMBURSE_BEARER_LEN,
-                                        ngx_http_imburse_now_ms(), &lk);
+                                        now_ms, &lk);
 
     if (lk.taken_from) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -245,32 +256,17 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
                       "in time, taking it over", &key->name, lk.taken_from);
     }
 
-    if ((action == NGX_HTTP_IMBURSE_USE_REFRESH
-         || action == NGX_HTTP_IMBURSE_EXCHANGE)
-        && ctx->x && !ctx->x->ended)
-    {
-        /* this request runs an exchange already: one at a time */
-        ngx_http_imburse_release(key, lk.claim);
-        action = (action == NGX_HTTP_IMBURSE_EXCHANGE)
-                 ? NGX_HTTP_IMBURSE_WAIT : NGX_HTTP_IMBURSE_USE;
-        lk.wait = ngx_current_msec + key->timeout;
-    }
-
     switch (action) {
 
     case NGX_HTTP_IMBURSE_USE_REFRESH:
 
-        /*
-         * A background subrequest holds the client connection until it
-         * ends: close it after this response so that the client's next
-         * request does not wait for the exchange.
-         */
+        /* the exchange is the module's: this request goes on at once */
 
-        if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 1) != NGX_OK) {
+        if (ngx_http_imburse_exchange_start(key, lk.claim, 1,
+                                            r->connection->log)
+            != NGX_OK)
+        {
             ngx_http_imburse_release(key, lk.claim);
-
-        } else if (r->http_version < NGX_HTTP_VERSION_20) {
-            r->keepalive = 0;
         }
 
         ctx->status = NGX_HTTP_IMBURSE_REFRESH;
@@ -284,6 +280,8 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
                                    : NGX_HTTP_IMBURSE_HIT;
         }
 
+        ngx_http_imburse_refresh_watch(key, now_ms, lk.refresh_ms);
+
         ctx->token = lk.token;
         ctx->expires_ms = lk.expires_ms;
         ctx->states = r->upstream_states ? r->upstream_states->nelts : 0;
@@ -296,9 +294,14 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
 
     case NGX_HTTP_IMBURSE_EXCHANGE:
 
-        if (ngx_http_imburse_exchange_start(r, ctx, lk.claim, 0) != NGX_OK) {
+        if (ngx_http_imburse_exchange_start(key, lk.claim, 0,
+                                            r->connection->log)
+            != NGX_OK)
+        {
             ngx_http_imburse_release(key, lk.claim);
-            return NGX_ERROR;
+
+            ctx->status = NGX_HTTP_IMBURSE_ERROR;
+            return ngx_http_imburse_unavailable(r, key->retry);
         }
 
         /* the request that started the exchange waits like any other */
@@ -348,58 +351,6 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
 }
 
 
-/*
- * An internal redirect (error_page, try_files) clears the context; the
- * variables still report what happened before it.
- */
-
-ngx_http_imburse_ctx_t *
-ngx_http_imburse_get_ctx(ngx_http_request_t *r)
-{
-    ngx_http_imburse_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
-
-    if (ctx == NULL && r->internal) {
-        ctx = ngx_http_imburse_find_ctx(r);
-    }
-
-    return ctx;
-}
-
-
-int64_t
-ngx_http_imburse_now_ms(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (int64_t) tp->sec * 1000 + (int64_t) tp->msec;
-}
-
-
-ngx_http_imburse_key_t *
-ngx_http_imburse_find_key(ngx_http_imburse_main_conf_t *imcf,
-    ngx_str_t *name)
-{
-    ngx_uint_t               i;
-    ngx_http_imburse_key_t  *key;
-
-    key = imcf->keys.elts;
-
-    for (i = 0; i < imcf->keys.nelts; i++) {
-        if (key[i].name.len == name->len
-            && ngx_strncmp(key[i].name.data, name->data, name->len) == 0)
-        {
-            return &key[i];
-        }
-    }
-
-    return NULL;
-}
-
-
 static ngx_int_t
 ngx_http_imburse_preconfiguration(ngx_conf_t *cf)
 {
@@ -434,7 +385,12 @@ ngx_http_imburse_postconfiguration(ngx_conf_t *cf)
      */
 
     for (i = 0; i < imcf->keys.nelts; i++) {
+        if (ngx_http_imburse_exchange_location(cf, &key[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         ngx_http_imburse_key_init_waiters(&key[i], &cf->cycle->new_log);
+        ngx_http_imburse_refresh_init(&key[i], &cf->cycle->new_log);
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
@@ -451,6 +407,71 @@ ngx_http_imburse_postconfiguration(ngx_conf_t *cf)
     }
 
     return ngx_http_imburse_revoke_init(cf);
+}
+
+
+/*
+ * The key's exchanges run in the server of its exchange location, which
+ * must be internal: otherwise any client could make the gateway sign a
+ * request to the identity service.  The fleet location is looked for in
+ * the same server.
+ */
+
+static ngx_int_t
+ngx_http_imburse_exchange_location(ngx_conf_t *cf,
+    ngx_http_imburse_key_t *key)
+{
+    ngx_http_core_srv_conf_t  *cscf;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    cscf = NULL;
+    clcf = ngx_http_imburse_find_location(cf, &key->exchange, &cscf);
+
+    if (ngx_http_imburse_internal_location(cf, key, "exchange", &key->exchange,
+                                           clcf)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    key->srv_ctx = cscf->ctx;
+
+    if (key->fleet.len == 0) {
+        return NGX_OK;
+    }
+
+    clcf = ngx_http_imburse_server_location(cscf, &key->fleet);
+
+    return ngx_http_imburse_internal_location(cf, key, "fleet", &key->fleet,
+                                              clcf);
+}
+
+
+static ngx_int_t
+ngx_http_imburse_internal_location(ngx_conf_t *cf,
+    ngx_http_imburse_key_t *key, const char *param, ngx_str_t *uri,
+    ngx_http_core_loc_conf_t *clcf)
+{
+    if (clcf == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"%s=%V\" of imburse_api_key \"%V\" matches no "
+                      "location%s, add \"location = %V { internal; ... }\"",
+                      param, uri, &key->name,
+                      param[0] == 'f' ? " in the server of its exchange" : "",
+                      uri);
+        return NGX_ERROR;
+    }
+
+    if (!clcf->internal) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"%s=%V\" of imburse_api_key \"%V\" matches "
+                      "location \"%V\", which is not internal: add "
+                      "\"internal;\" to it, or any client can use it",
+                      param, uri, &key->name, &clcf->name);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 

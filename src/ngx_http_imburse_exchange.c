@@ -1,12 +1,15 @@
 /*
- * The token exchange: the chain of background subrequests that the request
- * holding a key's claim runs, one step at a time, each step started when
- * the previous one ended.  The steps of the fleet tier are in
- * ngx_http_imburse_fleet.c; the identity step is here.
+ * The token exchange: a chain of background subrequests, one step at a
+ * time, each started when the previous one ended, from a request of the
+ * module's own (ngx_http_imburse_owned.c) that no client can end.  The
+ * steps of the fleet tier are in ngx_http_imburse_fleet.c; the identity
+ * step is here.
  */
 
 #include "ngx_http_imburse_auth.h"
+#include "ngx_http_imburse_clock.h"
 #include "ngx_http_imburse_exchange.h"
+#include "ngx_http_imburse_owned.h"
 #include "ngx_http_imburse_store.h"
 #include "ngx_imburse_token.h"
 
@@ -26,9 +29,13 @@ static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 static ngx_int_t ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x);
 static ngx_int_t ngx_http_imburse_exchange_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
+static void ngx_http_imburse_exchange_event(ngx_http_imburse_exchange_t *x,
+    ngx_event_t *ev, ngx_event_handler_pt handler);
+static void ngx_http_imburse_exchange_bound(ngx_http_imburse_exchange_t *x,
+    ngx_msec_t timeout);
+static void ngx_http_imburse_exchange_next(ngx_event_t *ev);
 static ngx_http_imburse_step_e ngx_http_imburse_identity_done(
-    ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc,
-    ngx_uint_t abandoned);
+    ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc);
 static const char *ngx_http_imburse_identity_result(
     ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc,
     ngx_uint_t *status);
@@ -37,51 +44,124 @@ static void ngx_http_imburse_log_body(ngx_http_request_t *sr,
 static void ngx_http_imburse_mask_tokens(u_char *text, size_t len);
 static ngx_int_t ngx_http_imburse_exchange_body(ngx_http_request_t *sr,
     ngx_str_t *body);
-static void ngx_http_imburse_exchange_end(ngx_http_imburse_exchange_t *x);
 static void ngx_http_imburse_exchange_timer(ngx_event_t *ev);
+static void ngx_http_imburse_exchange_timeout(ngx_event_t *ev);
+static void ngx_http_imburse_exchange_close(ngx_http_imburse_exchange_t *x);
+
+
+/* a result that is no longer this exchange's to store */
+static const char  ngx_http_imburse_superseded[] = "superseded";
 
 
 ngx_int_t
-ngx_http_imburse_exchange_start(ngx_http_request_t *r,
-    ngx_http_imburse_ctx_t *ctx, ngx_uint_t claim, ngx_uint_t refresh)
+ngx_http_imburse_exchange_start(ngx_http_imburse_key_t *key, ngx_uint_t claim,
+    ngx_uint_t refresh, ngx_log_t *log)
 {
+    ngx_http_request_t           *r;
+    ngx_http_imburse_ctx_t       *ctx;
     ngx_http_imburse_exchange_t  *x;
 
+    r = ngx_http_imburse_owned_create(key->srv_ctx, "imburse exchange of key",
+                                      &key->name, log);
+    if (r == NULL) {
+        return NGX_ERROR;
+    }
+
     x = ngx_pcalloc(r->pool, sizeof(ngx_http_imburse_exchange_t));
-    if (x == NULL) {
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_imburse_ctx_t));
+
+    if (x == NULL || ctx == NULL) {
+        ngx_http_imburse_owned_close(r);
         return NGX_ERROR;
     }
 
     x->request = r;
-    x->key = ctx->key;
+    x->key = key;
     x->claim = claim;
     x->refresh = refresh;
 
-    x->timer.handler = ngx_http_imburse_exchange_timer;
-    x->timer.data = x;
-    x->timer.log = r->connection->log;
+    ngx_http_imburse_exchange_event(x, &x->next, ngx_http_imburse_exchange_next);
+    ngx_http_imburse_exchange_event(x, &x->timer,
+                                    ngx_http_imburse_exchange_timer);
+    ngx_http_imburse_exchange_event(x, &x->deadline,
+                                    ngx_http_imburse_exchange_timeout);
+
+    ctx->key = key;
+    ctx->x = x;
+    ngx_http_set_ctx(r, ctx, ngx_http_imburse_auth_module);
 
     x->step = ngx_http_imburse_fleet_first(x);
 
-    ctx->x = x;
-
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "imburse key \"%V\": exchange started%s",
-                   &x->key->name, refresh ? " ahead of expiry" : "");
+                   &key->name, refresh ? " ahead of expiry" : "");
 
-    if (ngx_http_imburse_exchange_run(x) != NGX_OK) {
-        x->ended = 1;
-        return NGX_ERROR;
-    }
+    ngx_http_imburse_exchange_bound(x, x->step == NGX_HTTP_IMBURSE_STEP_GET
+                                       ? x->give_up - ngx_current_msec
+                                       : key->timeout);
+
+    /* the first step starts outside the handler of whoever started it */
+
+    ngx_post_event(&x->next, &ngx_posted_events);
 
     return NGX_OK;
 }
 
 
+static void
+ngx_http_imburse_exchange_event(ngx_http_imburse_exchange_t *x,
+    ngx_event_t *ev, ngx_event_handler_pt handler)
+{
+    ev->handler = handler;
+    ev->data = x;
+    ev->log = x->request->connection->log;
+}
+
+
 /*
- * Steps run as background subrequests: the request that started the chain
- * goes on (refresh-ahead) or waits for the token like any other request.
+ * The exchange ends within this much from now, and its claim lasts as
+ * long: the deadline is set when the exchange starts, again when the
+ * identity service is asked (after a fleet's steps), and for the fleet's
+ * steps after it.
  */
+
+static void
+ngx_http_imburse_exchange_bound(ngx_http_imburse_exchange_t *x,
+    ngx_msec_t timeout)
+{
+    ngx_add_timer(&x->deadline, timeout);
+    ngx_http_imburse_store_extend(x->key, x->claim, timeout);
+}
+
+
+static void
+ngx_http_imburse_exchange_next(ngx_event_t *ev)
+{
+    ngx_http_imburse_exchange_t  *x;
+
+    x = ev->data;
+
+    if (x->step == NGX_HTTP_IMBURSE_STEP_END) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                       "imburse key \"%V\": exchange ended", &x->key->name);
+        ngx_http_imburse_exchange_close(x);
+        return;
+    }
+
+    if (ngx_http_imburse_exchange_run(x) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "imburse key \"%V\": token exchange could not start "
+                      "a subrequest to \"%V\"", &x->key->name,
+                      x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY
+                      ? &x->key->exchange : &x->key->fleet);
+        ngx_http_imburse_release(x->key, x->claim);
+        ngx_http_imburse_exchange_close(x);
+        return;
+    }
+
+    ngx_http_imburse_owned_run(x->request);
+}
+
 
 static ngx_int_t
 ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x)
@@ -90,11 +170,6 @@ ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x)
     ngx_http_request_t          *sr;
     ngx_http_imburse_ctx_t      *sctx;
     ngx_http_post_subrequest_t  *ps;
-
-    if (x->step == NGX_HTTP_IMBURSE_STEP_END) {
-        ngx_http_imburse_exchange_end(x);
-        return NGX_OK;
-    }
 
     if (x->step == NGX_HTTP_IMBURSE_STEP_WAIT) {
         ngx_add_timer(&x->timer, NGX_HTTP_IMBURSE_FLEET_POLL);
@@ -117,9 +192,19 @@ ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x)
     if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
         uri = &x->key->exchange;
 
+        if (x->key->fleet.len) {
+            ngx_http_imburse_exchange_bound(x, x->key->timeout);
+        }
+
     } else {
         if (ngx_http_imburse_fleet_prepare(x) != NGX_OK) {
             return NGX_ERROR;
+        }
+
+        if (x->step == NGX_HTTP_IMBURSE_STEP_PUT
+            || x->step == NGX_HTTP_IMBURSE_STEP_UNLOCK)
+        {
+            ngx_http_imburse_exchange_bound(x, x->key->timeout);
         }
 
         uri = &x->key->fleet;
@@ -141,14 +226,12 @@ ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x)
 
     if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
         sctx->exchange = sr;
+        x->signed_ = 0;
     }
 
     ngx_http_set_ctx(sr, sctx, ngx_http_imburse_auth_module);
 
     x->sr = sr;
-
-    /* each step keeps the claim: only a stuck chain loses it */
-    ngx_http_imburse_store_extend(x->key, x->claim);
 
     return NGX_OK;
 }
@@ -156,8 +239,9 @@ ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x)
 
 /*
  * Runs when a step's subrequest is finalized, possibly more than once:
- * the first call counts.  Errors of a step are the key's, not the
- * client's: they never terminate the client's request.
+ * the first call counts.  The next step starts from a posted event, once
+ * nginx is done with this subrequest.  What it returns must never end
+ * the module's own request (ngx_http_imburse_owned.c).
  */
 
 static ngx_int_t
@@ -166,42 +250,15 @@ ngx_http_imburse_exchange_done(ngx_http_request_t *sr, void *data,
 {
     ngx_http_imburse_exchange_t  *x = data;
 
-    ngx_uint_t  abandoned;
+    if (rc != NGX_AGAIN && x->sr == sr) {
+        x->sr = NULL;
 
-    if (rc == NGX_AGAIN || x->ended || x->sr != sr) {
-        goto done;
+        x->step = (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY)
+                  ? ngx_http_imburse_identity_done(x, sr, rc)
+                  : ngx_http_imburse_fleet_done(x, rc);
+
+        ngx_post_event(&x->next, &ngx_posted_events);
     }
-
-    x->sr = NULL;
-
-    /*
-     * The client went away: the chain stops here, keeping what it got;
-     * a failure then is the client's, not the identity service's.
-     */
-
-    abandoned = (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST || sr->connection->error);
-
-    if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
-        x->step = ngx_http_imburse_identity_done(x, sr, rc, abandoned);
-
-    } else if (!abandoned) {
-        x->step = ngx_http_imburse_fleet_done(x, rc);
-    }
-
-    if (abandoned) {
-        ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
-                      "imburse key \"%V\": exchange abandoned, the client "
-                      "closed the connection", &x->key->name);
-
-        ngx_http_imburse_exchange_cleanup(x);
-        goto done;
-    }
-
-    if (ngx_http_imburse_exchange_run(x) != NGX_OK) {
-        ngx_http_imburse_exchange_cleanup(x);
-    }
-
-done:
 
     if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return NGX_OK;
@@ -213,16 +270,18 @@ done:
 
 static ngx_http_imburse_step_e
 ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
-    ngx_http_request_t *sr, ngx_int_t rc, ngx_uint_t abandoned)
+    ngx_http_request_t *sr, ngx_int_t rc)
 {
     ngx_uint_t   status;
     const char  *cause;
 
     cause = ngx_http_imburse_identity_result(x, sr, rc, &status);
 
-    if (cause && abandoned) {
-        /* released by ngx_http_imburse_exchange_cleanup() */
-        return NGX_HTTP_IMBURSE_STEP_END;
+    if (cause == ngx_http_imburse_superseded) {
+        ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
+                      "imburse key \"%V\": exchange answered after another "
+                      "took it over, its token is not used", &x->key->name);
+        return ngx_http_imburse_fleet_after_identity(x, 0);
     }
 
     if (cause) {
@@ -258,6 +317,11 @@ ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
 
     if (rc == NGX_ERROR) {
         return "subrequest failed";
+    }
+
+    if (!x->signed_) {
+        return "the exchange location does not send $imburse_hmac "
+               "(proxy_set_header Authorization $imburse_hmac)";
     }
 
     if (ngx_http_imburse_exchange_body(sr, &body) != NGX_OK) {
@@ -303,10 +367,17 @@ ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
         tok.expires_ms = now_ms + NGX_HTTP_IMBURSE_LIFETIME_MAX;
     }
 
-    if (ngx_http_imburse_store_put(x->key, x->claim, &token, tok.expires_ms,
-                                   now_ms, 0, sr->connection->log)
-        != NGX_OK)
+    switch (ngx_http_imburse_store_put(x->key, x->claim, &token,
+                                       tok.expires_ms, now_ms, 0,
+                                       sr->connection->log))
     {
+    case NGX_OK:
+        break;
+
+    case NGX_ABORT:
+        return ngx_http_imburse_superseded;
+
+    default:
         return "token does not fit in the imburse zone";
     }
 
@@ -482,68 +553,74 @@ ngx_http_imburse_exchange_init(ngx_conf_t *cf)
 }
 
 
+/* STEP_WAIT: another instance exchanges; look at the fleet's copy again */
+
 static void
 ngx_http_imburse_exchange_timer(ngx_event_t *ev)
 {
-    ngx_connection_t             *c;
     ngx_http_imburse_exchange_t  *x;
 
     x = ev->data;
-    c = x->request->connection;
-
-    ngx_http_set_log_request(c->log, x->request);
-
     x->step = NGX_HTTP_IMBURSE_STEP_GET;
 
-    if (ngx_http_imburse_exchange_run(x) != NGX_OK) {
-        ngx_http_imburse_exchange_cleanup(x);
-    }
-
-    ngx_http_run_posted_requests(c);
-}
-
-
-static void
-ngx_http_imburse_exchange_end(ngx_http_imburse_exchange_t *x)
-{
-    x->ended = 1;
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, x->request->connection->log, 0,
-                   "imburse key \"%V\": exchange ended", &x->key->name);
+    ngx_http_imburse_exchange_next(&x->next);
 }
 
 
 /*
- * The chain stops before its end: its request went away, or a step could
- * not be started.  The claim goes back, so that another request runs a
- * new exchange; a fleet lock we hold expires in Redis by itself.
+ * The exchange did not end in time: whatever step runs is ended (its
+ * upstream closed by the owned request's cleanups), and the exchange
+ * counts as failed.
  */
 
-void
-ngx_http_imburse_exchange_cleanup(ngx_http_imburse_exchange_t *x)
+static void
+ngx_http_imburse_exchange_timeout(ngx_event_t *ev)
 {
-    if (x->ended) {
+    ngx_http_imburse_exchange_t  *x;
+
+    x = ev->data;
+
+    if (x->step == NGX_HTTP_IMBURSE_STEP_END) {
+        /* it ended just now: its last step's result is in */
+        ngx_http_imburse_exchange_close(x);
         return;
     }
 
-    x->ended = 1;
+    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                  "imburse key \"%V\": token exchange failed: timed out "
+                  "(timeout=%M) %s \"%V\"", &x->key->name, x->key->timeout,
+                  x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY ? "from" : "in",
+                  x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY ? &x->key->exchange
+                                                           : &x->key->fleet);
 
+    if (x->step != NGX_HTTP_IMBURSE_STEP_PUT
+        && x->step != NGX_HTTP_IMBURSE_STEP_UNLOCK)
+    {
+        ngx_http_imburse_store_fail(x->key, x->claim,
+                                    ngx_http_imburse_now_ms(), "timed out");
+        ngx_http_imburse_wake_all(x->key);
+    }
+
+    ngx_http_imburse_exchange_close(x);
+}
+
+
+/* the end of the exchange and of its request: x goes with the request */
+
+static void
+ngx_http_imburse_exchange_close(ngx_http_imburse_exchange_t *x)
+{
     if (x->timer.timer_set) {
         ngx_del_timer(&x->timer);
     }
 
-    ngx_http_imburse_release(x->key, x->claim);
-}
-
-
-void
-ngx_http_imburse_ctx_cleanup(void *data)
-{
-    ngx_http_imburse_ctx_t  *ctx = data;
-
-    ngx_http_imburse_wait_cleanup(ctx);
-
-    if (ctx->x) {
-        ngx_http_imburse_exchange_cleanup(ctx->x);
+    if (x->deadline.timer_set) {
+        ngx_del_timer(&x->deadline);
     }
+
+    if (x->next.posted) {
+        ngx_delete_posted_event(&x->next);
+    }
+
+    ngx_http_imburse_owned_close(x->request);
 }

@@ -1,6 +1,7 @@
 /*
- * The token exchange: a chain of background subrequests run for one key by
- * the request that claimed it.  Without a fleet it is one subrequest to the
+ * The token exchange: a chain of background subrequests run for one key
+ * from a request of the module's own, started by the request or the timer
+ * that claimed the key's exchange.  Without a fleet it is one subrequest to the
  * key's exchange location; with a fleet it first looks for the fleet's copy
  * of the token in Redis, takes the fleet's lock, exchanges, and shares the
  * new token.  Requests that need the token meanwhile wait (see
@@ -31,11 +32,13 @@ typedef enum {
 
 
 struct ngx_http_imburse_exchange_s {
-    ngx_http_request_t           *request;    /* the main request */
+    ngx_http_request_t           *request;    /* the module's own */
     ngx_http_imburse_key_t       *key;
     ngx_uint_t                    claim;      /* in the local store */
     ngx_http_imburse_step_e       step;
     ngx_http_request_t           *sr;         /* the step's subrequest */
+    ngx_event_t                   next;       /* posted: the next step */
+    ngx_event_t                   deadline;   /* the exchange's bound */
 
     /* the fleet tier */
     ngx_http_imburse_redis_op_t   op;
@@ -48,14 +51,15 @@ struct ngx_http_imburse_exchange_s {
 
     unsigned                      refresh:1;  /* a valid token exists */
     unsigned                      locked:1;   /* we hold the fleet lock */
-    unsigned                      ended:1;
+    unsigned                      signed_:1;  /* $imburse_hmac evaluated */
 };
 
 
 ngx_int_t ngx_http_imburse_exchange_init(ngx_conf_t *cf);
-ngx_int_t ngx_http_imburse_exchange_start(ngx_http_request_t *r,
-    ngx_http_imburse_ctx_t *ctx, ngx_uint_t claim, ngx_uint_t refresh);
-void ngx_http_imburse_exchange_cleanup(ngx_http_imburse_exchange_t *x);
+
+/* the claim is the exchange's from now on, whatever the result */
+ngx_int_t ngx_http_imburse_exchange_start(ngx_http_imburse_key_t *key,
+    ngx_uint_t claim, ngx_uint_t refresh, ngx_log_t *log);
 
 /* ngx_http_imburse_fleet.c */
 ngx_http_imburse_step_e ngx_http_imburse_fleet_first(
@@ -80,7 +84,11 @@ void ngx_http_imburse_key_init_waiters(ngx_http_imburse_key_t *key,
     ngx_log_t *log);
 void ngx_http_imburse_wait_cleanup(ngx_http_imburse_ctx_t *ctx);
 
-void ngx_http_imburse_ctx_cleanup(void *data);
+/* ngx_http_imburse_refresh.c */
+void ngx_http_imburse_refresh_init(ngx_http_imburse_key_t *key,
+    ngx_log_t *log);
+void ngx_http_imburse_refresh_watch(ngx_http_imburse_key_t *key,
+    int64_t now_ms, int64_t refresh_ms);
 
 /* ngx_http_imburse_notify.c */
 ngx_int_t ngx_http_imburse_notify_init_module(ngx_cycle_t *cycle);

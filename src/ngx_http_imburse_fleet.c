@@ -17,6 +17,7 @@
  */
 
 #include "ngx_http_imburse_auth.h"
+#include "ngx_http_imburse_clock.h"
 #include "ngx_http_imburse_exchange.h"
 #include "ngx_http_imburse_store.h"
 #include "ngx_imburse_fleet_crypto.h"

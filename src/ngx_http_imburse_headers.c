@@ -199,6 +199,99 @@ ngx_http_imburse_private_headers(ngx_http_request_t *r)
 }
 
 
+/*
+ * The nearest request above this subrequest (which shares its header
+ * list) that replaced the client's Authorization with a token; NULL when
+ * none did.
+ */
+
+ngx_http_imburse_ctx_t *
+ngx_http_imburse_injected_above(ngx_http_request_t *r)
+{
+    ngx_http_request_t      *p;
+    ngx_http_imburse_ctx_t  *ctx;
+
+    for (p = r->parent; p; p = p->parent) {
+        ctx = ngx_http_imburse_get_ctx(p);
+
+        if (ctx && ctx->request == p && ctx->auth_saved) {
+            return ctx->restored ? NULL : ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * A subrequest into a location without imburse_auth (mirror, SSI,
+ * addition, slice...) gets a header list of its own with the client's
+ * Authorization (client_auth, or none when its data is NULL) in place of
+ * the token.
+ */
+
+ngx_int_t
+ngx_http_imburse_client_headers(ngx_http_request_t *r, ngx_str_t *client_auth)
+{
+    ngx_uint_t        i, n;
+    ngx_list_t        headers;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *copy;
+
+    n = 1;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        n += part->nelts;
+    }
+
+    if (ngx_list_init(&headers, r->pool, n, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    r->headers_in.authorization = NULL;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (ngx_http_imburse_is_authorization(&h[i])) {
+                if (client_auth->data == NULL
+                    || r->headers_in.authorization)
+                {
+                    continue;
+                }
+
+                copy = ngx_list_push(&headers);
+                if (copy == NULL) {
+                    return NGX_ERROR;
+                }
+
+                *copy = h[i];
+                copy->value = *client_auth;
+#if defined(nginx_version) && nginx_version >= 1023000
+                copy->next = NULL;
+#endif
+                r->headers_in.authorization = copy;
+                continue;
+            }
+
+            copy = ngx_list_push(&headers);
+            if (copy == NULL) {
+                return NGX_ERROR;
+            }
+
+            *copy = h[i];
+        }
+    }
+
+    r->headers_in.headers = headers;
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_imburse_unavailable(ngx_http_request_t *r, ngx_msec_t retry_after)
 {

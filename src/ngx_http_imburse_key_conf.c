@@ -351,6 +351,27 @@ done:
 }
 
 
+ngx_http_imburse_key_t *
+ngx_http_imburse_find_key(ngx_http_imburse_main_conf_t *imcf,
+    ngx_str_t *name)
+{
+    ngx_uint_t               i;
+    ngx_http_imburse_key_t  *key;
+
+    key = imcf->keys.elts;
+
+    for (i = 0; i < imcf->keys.nelts; i++) {
+        if (key[i].name.len == name->len
+            && ngx_strncmp(key[i].name.data, name->data, name->len) == 0)
+        {
+            return &key[i];
+        }
+    }
+
+    return NULL;
+}
+
+
 static ngx_int_t
 ngx_http_imburse_param(ngx_str_t *arg, const char *name, ngx_str_t *value)
 {

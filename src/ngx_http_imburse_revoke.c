@@ -1,7 +1,9 @@
 /*
  * An upstream 401 to a request that carried our token ends that token, if
  * it still is the current one: a burst of 401s for one token ends it once,
- * and so causes one exchange.
+ * and so causes one exchange.  A token younger than "retry" is not ended:
+ * an API that answers 401 for reasons of its own (a resource the key has
+ * no role for) would otherwise cost an exchange a request.
  *
  * A 401 is attributed by the upstream states the request collected after
  * the token was injected: a later 401 page of nginx's own, or the 401 of a
@@ -12,6 +14,7 @@
  */
 
 #include "ngx_http_imburse_auth.h"
+#include "ngx_http_imburse_clock.h"
 #include "ngx_http_imburse_exchange.h"
 #include "ngx_http_imburse_store.h"
 
@@ -50,33 +53,12 @@ ngx_http_imburse_revoke_header_filter(ngx_http_request_t *r)
 }
 
 
-/* the context of a request before its last internal redirect */
-
-ngx_http_imburse_ctx_t *
-ngx_http_imburse_find_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t      *cln;
-    ngx_http_imburse_ctx_t  *ctx;
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_imburse_ctx_cleanup) {
-            ctx = cln->data;
-
-            if (ctx->request == r) {
-                return ctx;
-            }
-        }
-    }
-
-    return NULL;
-}
-
-
 void
 ngx_http_imburse_revoke_check(ngx_http_request_t *r,
     ngx_http_imburse_ctx_t *ctx)
 {
-    ngx_uint_t                  i;
+    ngx_int_t                   rc;
+    ngx_uint_t                  i, first;
     ngx_http_upstream_state_t  *state;
     u_char                      fp[IMBURSE_FP_HEX_LEN];
 
@@ -100,11 +82,25 @@ ngx_http_imburse_revoke_check(ngx_http_request_t *r,
 
     ctx->revoke_checked = 1;
 
-    if (ngx_http_imburse_store_revoke(ctx->key, &ctx->token) != NGX_OK) {
+    rc = ngx_http_imburse_store_revoke(ctx->key, &ctx->token,
+                                       ngx_http_imburse_now_ms(), &first);
+
+    if (rc == NGX_DECLINED || (rc == NGX_BUSY && !first)) {
         return;
     }
 
     imburse_fingerprint((char *) fp, ctx->token.data, ctx->token.len);
+
+    if (rc == NGX_BUSY) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "imburse key \"%V\": upstream answered 401 to token "
+                      "%*s, which is younger than retry=%M: not revoked, "
+                      "the 401 is likely about the request (path, role), "
+                      "not the token (counted as unrevoked_401)",
+                      &ctx->key->name, (size_t) IMBURSE_FP_HEX_LEN, fp,
+                      ctx->key->retry);
+        return;
+    }
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "imburse key \"%V\": upstream answered 401, token %*s "

@@ -5,6 +5,7 @@
  */
 
 #include "ngx_http_imburse_auth.h"
+#include "ngx_http_imburse_clock.h"
 #include "ngx_http_imburse_store.h"
 
 

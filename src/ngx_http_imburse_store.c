@@ -5,11 +5,12 @@
  * the token: no I/O and no logging happens under the zone's mutex.
  */
 
+#include "ngx_http_imburse_clock.h"
 #include "ngx_http_imburse_store.h"
 
 
 /* bump when the layout of the structures below changes */
-#define NGX_HTTP_IMBURSE_LAYOUT      2
+#define NGX_HTTP_IMBURSE_LAYOUT      3
 #define NGX_HTTP_IMBURSE_BACKOFF_MAX 60000
 
 
@@ -30,6 +31,8 @@ struct ngx_http_imburse_entry_s {
     size_t                     token_size;
     int64_t                    expires_ms;
     int64_t                    refresh_ms;
+    int64_t                    obtained_ms;     /* issued */
+    int64_t                    stored_ms;       /* put here */
     u_char                     token_fp[IMBURSE_FP_HEX_LEN];
 
     ngx_atomic_t               version;
@@ -46,10 +49,11 @@ struct ngx_http_imburse_entry_s {
     ngx_uint_t                 failures;
     ngx_uint_t                 consecutive_failures;
     ngx_uint_t                 revocations;
+    ngx_uint_t                 unrevoked_401;
     u_char                     revoked[IMBURSE_SHA256_LEN];
     u_char                     config_fp[IMBURSE_SHA256_LEN];
     int64_t                    last_exchange_ms;
-    u_char                     last_error[32];
+    u_char                     last_error[NGX_HTTP_IMBURSE_ERROR_LEN];
 
     ngx_uint_t                 fleet_hits;
     ngx_uint_t                 fleet_locks_taken;
@@ -57,6 +61,7 @@ struct ngx_http_imburse_entry_s {
     ngx_uint_t                 fleet_errors;
     ngx_msec_t                 fleet_skip_until;
     unsigned                   fleet_down:1;
+    unsigned                   warned_401:1;    /* for this token */
 };
 
 
@@ -264,6 +269,7 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
         lk->token.len = key->cache_len;
         ngx_memcpy(lk->token.data, key->cache, key->cache_len);
         lk->expires_ms = key->cache_expires_ms;
+        lk->refresh_ms = key->cache_refresh_ms;
         lk->version = key->cache_version;
 
         return NGX_HTTP_IMBURSE_USE;
@@ -298,6 +304,7 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
         lk->token.len = e->token_len;
         ngx_memcpy(lk->token.data, e->token, e->token_len);
         lk->expires_ms = e->expires_ms;
+        lk->refresh_ms = e->refresh_ms;
         refresh_ms = e->refresh_ms;
 
         action = NGX_HTTP_IMBURSE_USE;
@@ -431,6 +438,13 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
 
     ngx_shmtx_lock(&shpool->mutex);
 
+    /* taken over meanwhile: the newer exchange's token is the one */
+
+    if (e->claim != claim) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NGX_ABORT;
+    }
+
     if (token->len > e->token_size) {
         p = ngx_slab_alloc_locked(shpool, token->len);
 
@@ -458,6 +472,9 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
     e->token_len = token->len;
     e->expires_ms = expires_ms;
     e->refresh_ms = refresh_ms;
+    e->obtained_ms = obtained_ms;
+    e->stored_ms = ngx_http_imburse_now_ms();
+    e->warned_401 = 0;
     ngx_memcpy(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN);
     imburse_fingerprint((char *) e->token_fp, token->data, token->len);
 
@@ -528,6 +545,58 @@ ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key, ngx_uint_t claim,
 }
 
 
+ngx_int_t
+ngx_http_imburse_store_refresh_due(ngx_http_imburse_key_t *key,
+    int64_t now_ms, int64_t used_ms, ngx_uint_t *claim, ngx_msec_t *delay)
+{
+    ngx_int_t                  rc;
+    ngx_msec_int_t             d;
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+    *claim = 0;
+    *delay = 0;
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+
+    if (e->token_len == 0 || now_ms >= e->expires_ms
+        || used_ms < e->stored_ms
+        || ngx_memcmp(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN) != 0)
+    {
+        goto done;
+    }
+
+    rc = NGX_AGAIN;
+
+    if (now_ms < e->refresh_ms) {
+        *delay = (ngx_msec_t) (e->refresh_ms - now_ms);
+        goto done;
+    }
+
+    if (e->owner && (d = e->deadline - ngx_current_msec) > 0) {
+        *delay = (ngx_msec_t) d;
+        goto done;
+    }
+
+    if ((d = e->retry_at - ngx_current_msec) > 0) {
+        *delay = (ngx_msec_t) d;
+        goto done;
+    }
+
+    e->owner = ngx_pid;
+    e->deadline = ngx_current_msec + key->timeout;
+    *claim = ++e->claim;
+    rc = NGX_OK;
+
+done:
+
+    ngx_shmtx_unlock(&key->shpool->mutex);
+
+    return rc;
+}
+
+
 void
 ngx_http_imburse_store_release(ngx_http_imburse_key_t *key, ngx_uint_t claim)
 {
@@ -538,7 +607,8 @@ ngx_http_imburse_store_release(ngx_http_imburse_key_t *key, ngx_uint_t claim)
 
 
 void
-ngx_http_imburse_store_extend(ngx_http_imburse_key_t *key, ngx_uint_t claim)
+ngx_http_imburse_store_extend(ngx_http_imburse_key_t *key, ngx_uint_t claim,
+    ngx_msec_t timeout)
 {
     ngx_http_imburse_entry_t  *e;
 
@@ -547,7 +617,7 @@ ngx_http_imburse_store_extend(ngx_http_imburse_key_t *key, ngx_uint_t claim)
     ngx_shmtx_lock(&key->shpool->mutex);
 
     if (e->owner == ngx_pid && e->claim == claim) {
-        e->deadline = ngx_current_msec + key->timeout;
+        e->deadline = ngx_current_msec + timeout;
     }
 
     ngx_shmtx_unlock(&key->shpool->mutex);
@@ -634,13 +704,15 @@ ngx_http_imburse_store_fleet_usable(ngx_http_imburse_key_t *key)
 
 
 ngx_int_t
-ngx_http_imburse_store_revoke(ngx_http_imburse_key_t *key, ngx_str_t *token)
+ngx_http_imburse_store_revoke(ngx_http_imburse_key_t *key, ngx_str_t *token,
+    int64_t now_ms, ngx_uint_t *first)
 {
     ngx_int_t                  rc;
     ngx_http_imburse_entry_t  *e;
 
     e = key->entry;
     rc = NGX_DECLINED;
+    *first = 0;
 
     ngx_shmtx_lock(&key->shpool->mutex);
 
@@ -649,11 +721,20 @@ ngx_http_imburse_store_revoke(ngx_http_imburse_key_t *key, ngx_str_t *token)
         && ngx_memcmp(e->token, token->data, token->len) == 0
         && ngx_memcmp(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN) == 0)
     {
-        e->expires_ms = 0;
-        e->revocations++;
-        e->version++;
-        imburse_sha256(e->revoked, token->data, token->len);
-        rc = NGX_OK;
+        if (now_ms - e->stored_ms < (int64_t) key->retry) {
+            /* a 401 for a token this young is not the token's doing */
+            e->unrevoked_401++;
+            *first = !e->warned_401;
+            e->warned_401 = 1;
+            rc = NGX_BUSY;
+
+        } else {
+            e->expires_ms = 0;
+            e->revocations++;
+            e->version++;
+            imburse_sha256(e->revoked, token->data, token->len);
+            rc = NGX_OK;
+        }
     }
 
     ngx_shmtx_unlock(&key->shpool->mutex);
@@ -729,6 +810,7 @@ ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
     st->failures = e->failures;
     st->consecutive_failures = e->consecutive_failures;
     st->revocations = e->revocations;
+    st->unrevoked_401 = e->unrevoked_401;
     st->fleet_hits = e->fleet_hits;
     st->fleet_locks_taken = e->fleet_locks_taken;
     st->fleet_locks_lost = e->fleet_locks_lost;

@@ -12,6 +12,10 @@
 #include "ngx_http_imburse_auth.h"
 
 
+/* the cause of a key's last failure, as the status shows it */
+#define NGX_HTTP_IMBURSE_ERROR_LEN  96
+
+
 typedef enum {
     NGX_HTTP_IMBURSE_USE = 0,     /* a valid token */
     NGX_HTTP_IMBURSE_USE_REFRESH, /* a valid token; caller refreshes it */
@@ -25,6 +29,7 @@ typedef struct {
     ngx_str_t    token;           /* copied into the request pool, after
                                      "prefix" bytes left for the caller */
     int64_t      expires_ms;
+    int64_t      refresh_ms;      /* with USE: when the refresh is due */
     ngx_uint_t   claim;           /* with EXCHANGE and USE_REFRESH */
     ngx_msec_t   wait;            /* WAIT: claim deadline, BACKOFF: delay */
     ngx_pid_t    taken_from;      /* the claim's owner timed out */
@@ -38,13 +43,14 @@ typedef struct {
     ngx_uint_t   failures;
     ngx_uint_t   consecutive_failures;
     ngx_uint_t   revocations;
+    ngx_uint_t   unrevoked_401;
     ngx_uint_t   fleet_hits;
     ngx_uint_t   fleet_locks_taken;
     ngx_uint_t   fleet_locks_lost;
     ngx_uint_t   fleet_errors;
     int64_t      expires_ms;
     int64_t      last_exchange_ms;
-    u_char       last_error[32];
+    u_char       last_error[NGX_HTTP_IMBURSE_ERROR_LEN];
     u_char       token_fp[IMBURSE_FP_HEX_LEN];
     unsigned     valid:1;
     unsigned     in_flight:1;
@@ -61,7 +67,9 @@ ngx_int_t ngx_http_imburse_store_get(ngx_http_imburse_key_t *key,
 
 /*
  * obtained_ms: when the token was issued; from_fleet: not our exchange.
- * NGX_DECLINED: the token does not fit in the zone (logged).
+ * NGX_DECLINED: the token does not fit in the zone (logged); NGX_ABORT:
+ * the claim is no longer the current one (the exchange was taken over),
+ * nothing stored.
  */
 ngx_int_t ngx_http_imburse_store_put(ngx_http_imburse_key_t *key,
     ngx_uint_t claim, ngx_str_t *token, int64_t expires_ms,
@@ -72,9 +80,18 @@ ngx_int_t ngx_http_imburse_store_put(ngx_http_imburse_key_t *key,
 int64_t ngx_http_imburse_store_refresh_at(ngx_http_imburse_key_t *key,
     int64_t expires_ms, int64_t obtained_ms, ngx_uint_t jitter);
 
-/* the claim's owner is still at work: move its deadline */
+/* the claim's owner is still at work: its deadline is timeout from now */
 void ngx_http_imburse_store_extend(ngx_http_imburse_key_t *key,
-    ngx_uint_t claim);
+    ngx_uint_t claim, ngx_msec_t timeout);
+
+/*
+ * A worker that used the key at used_ms asks whether the key's token is
+ * due for a refresh without a request: NGX_OK, claimed (*claim); NGX_AGAIN,
+ * ask again in *delay ms; NGX_DECLINED, no valid token, or not used since
+ * the token was stored.
+ */
+ngx_int_t ngx_http_imburse_store_refresh_due(ngx_http_imburse_key_t *key,
+    int64_t now_ms, int64_t used_ms, ngx_uint_t *claim, ngx_msec_t *delay);
 
 /* release the claim, with no new attempt before delay, and no failure */
 void ngx_http_imburse_store_defer(ngx_http_imburse_key_t *key,
@@ -103,9 +120,14 @@ void ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key,
 void ngx_http_imburse_store_release(ngx_http_imburse_key_t *key,
     ngx_uint_t claim);
 
-/* ends the token if it still is this one: NGX_OK when it was */
+/*
+ * An upstream 401 for the token: it ends the token if it still is the
+ * current one (NGX_OK), once; a token stored less than "retry" ago is kept
+ * and the 401 counted (NGX_BUSY, *first for the first such 401 of the
+ * token); NGX_DECLINED: not the current token.
+ */
 ngx_int_t ngx_http_imburse_store_revoke(ngx_http_imburse_key_t *key,
-    ngx_str_t *token);
+    ngx_str_t *token, int64_t now_ms, ngx_uint_t *first);
 
 /* the token was revoked by an upstream 401 (the last one revoked) */
 ngx_uint_t ngx_http_imburse_store_revoked(ngx_http_imburse_key_t *key,

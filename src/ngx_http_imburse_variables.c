@@ -3,6 +3,7 @@
  */
 
 #include "ngx_http_imburse_auth.h"
+#include "ngx_http_imburse_clock.h"
 #include "ngx_http_imburse_exchange.h"
 
 
@@ -81,15 +82,15 @@ ngx_http_imburse_empty(ngx_http_variable_value_t *v)
  * record of the exchange it started.
  */
 
-static ngx_http_imburse_key_t *
-ngx_http_imburse_exchange_key(ngx_http_request_t *r)
+static ngx_http_imburse_exchange_t *
+ngx_http_imburse_exchange_of(ngx_http_request_t *r)
 {
     ngx_http_imburse_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_imburse_auth_module);
 
     if (ctx && ctx->exchange == r) {
-        return ctx->key;
+        return ctx->x;
     }
 
     if (r->parent) {
@@ -98,7 +99,7 @@ ngx_http_imburse_exchange_key(ngx_http_request_t *r)
         if (ctx && ctx->x && ctx->x->sr == r
             && ctx->x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY)
         {
-            return ctx->key;
+            return ctx->x;
         }
     }
 
@@ -110,16 +111,19 @@ static ngx_int_t
 ngx_http_imburse_hmac_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    size_t                   len;
-    char                     nonce[IMBURSE_NONCE_LEN];
-    ngx_http_imburse_key_t  *key;
+    size_t                        len;
+    char                          nonce[IMBURSE_NONCE_LEN];
+    ngx_http_imburse_key_t       *key;
+    ngx_http_imburse_exchange_t  *x;
 
-    key = ngx_http_imburse_exchange_key(r);
+    x = ngx_http_imburse_exchange_of(r);
 
-    if (key == NULL) {
+    if (x == NULL) {
         ngx_http_imburse_empty(v);
         return NGX_OK;
     }
+
+    key = x->key;
 
     if (imburse_nonce(nonce) != 0) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -151,6 +155,8 @@ ngx_http_imburse_hmac_variable(ngx_http_request_t *r,
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
+
+    x->signed_ = 1;
 
     return NGX_OK;
 }

@@ -64,6 +64,15 @@ ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
     key = ctx->key;
     w = ctx->waiter;
 
+    /* the client left before the wait began: its event has come and gone */
+
+    if (r->connection->read->pending_eof || r->connection->error) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "client prematurely closed connection while waiting "
+                      "for a token");
+        return NGX_HTTP_CLIENT_CLOSED_REQUEST;
+    }
+
     delay = (ngx_msec_int_t) (deadline - ngx_current_msec);
     delay = ngx_max(delay, 1);
 
@@ -71,6 +80,15 @@ ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
 
     ngx_queue_insert_tail(&key->waiters, &w->queue);
     w->waiting = 1;
+
+    /*
+     * As limit_req does with a delayed request: a client that leaves
+     * (hang-up, HTTP/2 stream reset) ends the request now, and it never
+     * goes upstream later.
+     */
+
+    w->read_handler = r->read_event_handler;
+    r->read_event_handler = ngx_http_test_reading;
 
     if (!key->poll.timer_set) {
         key->poll_version = version;
@@ -175,6 +193,8 @@ ngx_http_imburse_wait_handler(ngx_event_t *ev)
         ngx_queue_remove(&w->queue);
         w->waiting = 0;
     }
+
+    r->read_event_handler = w->read_handler;
 
     ngx_http_set_log_request(c->log, r);
 
