@@ -96,9 +96,10 @@ ngx_http_imburse_exchange_start(ngx_http_imburse_key_t *key, ngx_uint_t claim,
                    "imburse key \"%V\": exchange started%s",
                    &key->name, refresh ? " ahead of expiry" : "");
 
-    ngx_http_imburse_exchange_bound(x, x->step == NGX_HTTP_IMBURSE_STEP_GET
-                                       ? x->give_up - ngx_current_msec
-                                       : key->timeout);
+    if (x->step == NGX_HTTP_IMBURSE_STEP_GET) {
+        /* the fleet's steps give way to an exchange of our own then */
+        ngx_http_imburse_exchange_bound(x, x->give_up - ngx_current_msec);
+    }
 
     /* the first step starts outside the handler of whoever started it */
 
@@ -120,9 +121,9 @@ ngx_http_imburse_exchange_event(ngx_http_imburse_exchange_t *x,
 
 /*
  * The exchange ends within this much from now, and its claim lasts as
- * long: the deadline is set when the exchange starts, again when the
- * identity service is asked (after a fleet's steps), and for the fleet's
- * steps after it.
+ * long: the deadline is set when the identity service is asked, and for
+ * a fleet's steps before it (until the instance would exchange alone) and
+ * after it (sharing the token).
  */
 
 static void
@@ -191,10 +192,7 @@ ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x)
 
     if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
         uri = &x->key->exchange;
-
-        if (x->key->fleet.len) {
-            ngx_http_imburse_exchange_bound(x, x->key->timeout);
-        }
+        ngx_http_imburse_exchange_bound(x, x->key->timeout);
 
     } else {
         if (ngx_http_imburse_fleet_prepare(x) != NGX_OK) {
@@ -569,8 +567,9 @@ ngx_http_imburse_exchange_timer(ngx_event_t *ev)
 
 /*
  * The exchange did not end in time: whatever step runs is ended (its
- * upstream closed by the owned request's cleanups), and the exchange
- * counts as failed.
+ * upstream closed), and the exchange counts as failed.  The fleet's steps
+ * before the exchange with the identity service only give way to it: the
+ * instance exchanges without the fleet.
  */
 
 static void
@@ -586,19 +585,57 @@ ngx_http_imburse_exchange_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                  "imburse key \"%V\": token exchange failed: timed out "
-                  "(timeout=%M) %s \"%V\"", &x->key->name, x->key->timeout,
-                  x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY ? "from" : "in",
-                  x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY ? &x->key->exchange
-                                                           : &x->key->fleet);
+    if (x->next.posted) {
 
-    if (x->step != NGX_HTTP_IMBURSE_STEP_PUT
-        && x->step != NGX_HTTP_IMBURSE_STEP_UNLOCK)
-    {
+        /* a step ended just now; those after the fleet's set their own */
+
+        if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY
+            || x->step == NGX_HTTP_IMBURSE_STEP_PUT
+            || x->step == NGX_HTTP_IMBURSE_STEP_UNLOCK)
+        {
+            return;
+        }
+
+        ngx_delete_posted_event(&x->next);
+    }
+
+    switch (x->step) {
+
+    case NGX_HTTP_IMBURSE_STEP_GET:
+    case NGX_HTTP_IMBURSE_STEP_LOCK:
+    case NGX_HTTP_IMBURSE_STEP_WAIT:
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "imburse key \"%V\": the fleet's steps took longer "
+                      "than timeout=%M, exchanging without the fleet",
+                      &x->key->name, x->key->timeout);
+
+        if (x->timer.timer_set) {
+            ngx_del_timer(&x->timer);
+        }
+
+        x->sr = NULL;
+        ngx_http_imburse_owned_abort(x->request);
+
+        x->step = NGX_HTTP_IMBURSE_STEP_IDENTITY;
+        ngx_http_imburse_exchange_next(&x->next);
+        return;
+
+    case NGX_HTTP_IMBURSE_STEP_IDENTITY:
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "imburse key \"%V\": token exchange failed: timed out "
+                      "(timeout=%M) from \"%V\"", &x->key->name,
+                      x->key->timeout, &x->key->exchange);
+
         ngx_http_imburse_store_fail(x->key, x->claim,
                                     ngx_http_imburse_now_ms(), "timed out");
         ngx_http_imburse_wake_all(x->key);
+        break;
+
+    default: /* PUT, UNLOCK: the token is ours already */
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "imburse key \"%V\": fleet Redis timed out sharing the "
+                      "token", &x->key->name);
+        break;
     }
 
     ngx_http_imburse_exchange_close(x);

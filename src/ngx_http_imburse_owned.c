@@ -229,16 +229,11 @@ ngx_http_imburse_owned_idle(ngx_http_request_t *r)
 
 
 void
-ngx_http_imburse_owned_close(ngx_http_request_t *r)
+ngx_http_imburse_owned_abort(ngx_http_request_t *r)
 {
-    ngx_pool_t          *pool;
-    ngx_connection_t    *c;
     ngx_http_cleanup_t  *cln;
 
-    c = r->connection;
-    pool = r->pool;
-
-    /* what a subrequest left: an upstream or resolution still running */
+    /* as ngx_http_terminate_request() does, without ending the request */
 
     cln = r->cleanup;
     r->cleanup = NULL;
@@ -250,6 +245,19 @@ ngx_http_imburse_owned_close(ngx_http_request_t *r)
 
         cln = cln->next;
     }
+}
+
+
+void
+ngx_http_imburse_owned_close(ngx_http_request_t *r)
+{
+    ngx_pool_t        *pool;
+    ngx_connection_t  *c;
+
+    c = r->connection;
+    pool = r->pool;
+
+    ngx_http_imburse_owned_abort(r);
 
     ngx_http_imburse_owned_free_connection(c);
 

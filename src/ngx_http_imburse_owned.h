@@ -30,7 +30,10 @@ void ngx_http_imburse_owned_run(ngx_http_request_t *r);
 /* no subrequest of it is alive: it may be closed */
 ngx_uint_t ngx_http_imburse_owned_idle(ngx_http_request_t *r);
 
-/* frees the request, its pool and its connection */
+/* ends what its subrequests run upstream (or resolve), and nothing else */
+void ngx_http_imburse_owned_abort(ngx_http_request_t *r);
+
+/* frees the request, its pool and its connection, aborting what runs */
 void ngx_http_imburse_owned_close(ngx_http_request_t *r);
 
 

@@ -71,9 +71,9 @@ ngx_http_imburse_refresh_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
-                   "imburse key \"%V\": refresh without a request",
-                   &key->name);
+    ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                  "imburse key \"%V\": refreshing the token without a "
+                  "request", &key->name);
 
     if (ngx_http_imburse_exchange_start(key, claim, 1, ev->log) != NGX_OK) {
         ngx_http_imburse_release(key, claim);

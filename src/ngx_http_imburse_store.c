@@ -13,6 +13,13 @@
 #define NGX_HTTP_IMBURSE_LAYOUT      3
 #define NGX_HTTP_IMBURSE_BACKOFF_MAX 60000
 
+/*
+ * A claim outlives its exchange's own bound by this much: the owner ends
+ * an exchange that runs late itself, and only a dead or stuck owner's
+ * claim is taken over.
+ */
+#define NGX_HTTP_IMBURSE_CLAIM_GRACE 1000
+
 
 typedef struct {
     ngx_uint_t                 layout;
@@ -383,7 +390,8 @@ ngx_http_imburse_store_claim(ngx_http_imburse_entry_t *e,
     }
 
     e->owner = ngx_pid;
-    e->deadline = ngx_current_msec + key->timeout;
+    e->deadline = ngx_current_msec + key->timeout
+                  + NGX_HTTP_IMBURSE_CLAIM_GRACE;
     lk->claim = ++e->claim;
 }
 
@@ -585,7 +593,8 @@ ngx_http_imburse_store_refresh_due(ngx_http_imburse_key_t *key,
     }
 
     e->owner = ngx_pid;
-    e->deadline = ngx_current_msec + key->timeout;
+    e->deadline = ngx_current_msec + key->timeout
+                  + NGX_HTTP_IMBURSE_CLAIM_GRACE;
     *claim = ++e->claim;
     rc = NGX_OK;
 
@@ -617,7 +626,8 @@ ngx_http_imburse_store_extend(ngx_http_imburse_key_t *key, ngx_uint_t claim,
     ngx_shmtx_lock(&key->shpool->mutex);
 
     if (e->owner == ngx_pid && e->claim == claim) {
-        e->deadline = ngx_current_msec + timeout;
+        e->deadline = ngx_current_msec + timeout
+                      + NGX_HTTP_IMBURSE_CLAIM_GRACE;
     }
 
     ngx_shmtx_unlock(&key->shpool->mutex);

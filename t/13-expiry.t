@@ -2,9 +2,11 @@
 
 # Token lifetime: `expires` (epoch milliseconds, as a JSON string or number,
 # or else the JWT `exp` claim) bounds the reuse of a token; an expired token
-# is exchanged again.  Within `refresh` of expiry one request triggers a
-# background exchange and nobody waits (REFRESH); if that exchange fails the
-# old token keeps being used while valid (STALE), then the client gets 503.
+# is exchanged again.  Within `refresh` of expiry a token that served a
+# request is refreshed in the background, without a request, and nobody
+# waits; a token that served none is not refreshed; if the refresh fails
+# the old token keeps being used while valid (STALE), then the client gets
+# 503.
 #
 # All scenarios share one nginx, one key (tenant) each; each step is timed
 # from the real expiry of the token the stand-in issued.
@@ -133,30 +135,45 @@ $t->standin_set(tenants => {
     'pk-stale' => { status => 500 } });
 
 ###############################################################################
-# The 3 s tokens, once expired, are exchanged again, whatever the format
+# The 3 s tokens: used at once, so refreshed in their window (the last half
+# of their life) without a request; the new token, never used, is not
+# refreshed: once it has expired, whatever the format, a request waits for
+# a new exchange
 
 for my $name (qw(str num jwt)) {
-    sleep_until($expiry{$name} + 0.3);
+    ok(wait_for($expiry{$name} + 0.5 - time, sub { tokens_of($name) == 2 }),
+        "$name: refreshed before it expired, without a request");
+    my (undef, $second) = tokens_of($name);
+    my $expiry2 = expiry_of($name);
+    cmp_ok($expiry2, '>', $expiry{$name}, "$name: the new token outlives "
+        . 'the first');
+
+    sleep_until($expiry2 + 0.3);
+    is(exchanges_of($name), 2, "$name: the unused new token expired, not "
+        . 'refreshed');
     my $r = get($name);
     is($r->{status}, 200, "$name expired: 200");
     is($r->{st}, 'MISS', "$name expired: MISS (waited for a new token)");
-    is(exchanges_of($name), 2, "$name expired: second exchange");
-    my (undef, $second) = tokens_of($name);
-    ok($second && $second ne $first{$name}, "$name expired: new token");
-    is($r->{bearer}, "Bearer " . ($second // ''), "$name expired: new token used");
+    is(exchanges_of($name), 3, "$name expired: a new exchange");
+    my (undef, undef, $third) = tokens_of($name);
+    ok($third && $third ne $second, "$name expired: new token");
+    is($r->{bearer}, "Bearer " . ($third // ''), "$name expired: new token used");
 }
 
 ###############################################################################
-# "ahead" (8 s token, refresh=4s): 3 s before expiry, within the refresh
-# window, the request triggers a background exchange (2 s slow) and goes on
-# with the current token
+# "ahead" (8 s token, refresh=4s): the refresh starts at the window (4 s
+# before expiry) without a request; a request 3 s before expiry goes on
+# with the current token while the (2 s slow) exchange runs
 
 sleep_until($expiry{ahead} - 3);
 SKIP: {
-    skip 'too late for the refresh window', 8 if time > $expiry{ahead} - 2;
+    skip 'too late for the refresh window', 9 if time > $expiry{ahead} - 2.2;
+    is(exchanges_of('ahead'), 2, 'ahead, within refresh: the refresh began '
+        . 'without a request');
+    is(scalar(tokens_of('ahead')), 1, 'ahead: and is not over yet');
     my $r = get('ahead');
     is($r->{status}, 200, 'ahead, within refresh: 200');
-    is($r->{st}, 'REFRESH', 'ahead, within refresh: REFRESH');
+    is($r->{st}, 'HIT', 'ahead, within refresh: HIT');
     is($r->{bearer}, "Bearer $first{ahead}",
         'ahead, within refresh: current token used meanwhile');
     cmp_ok($r->{ms}, '<', 1500, 'ahead, within refresh: the client did not '
@@ -174,24 +191,24 @@ SKIP: {
 }
 
 ###############################################################################
-# "stale" (12 s token, refresh=4s, retry=5s): the refresh fails; the old
-# token is used until it expires, then the client gets 503
+# "stale" (12 s token, refresh=4s, retry=5s): the refresh, started at the
+# window without a request, fails; the old token is used until it expires
+# (STALE), then the client gets 503
 
 sleep_until($expiry{stale} - 3);
 SKIP: {
-    skip 'too late for the refresh window', 12 if time > $expiry{stale} - 2;
-    my $r = get('stale');
-    is($r->{status}, 200, 'stale, refresh failing: 200');
-    is($r->{st}, 'REFRESH', 'stale, refresh failing: REFRESH');
-    is($r->{bearer}, "Bearer $first{stale}",
-        'stale, refresh failing: current token used');
-
-    ok(wait_for(3, sub { $t->grep_error_log(
+    skip 'too late for the refresh window', 13 if time > $expiry{stale} - 2;
+    ok(wait_for(1, sub { $t->grep_error_log(
         qr/\[error\].*imburse.*exchange failed.*status 500/) }),
         'stale: the failed refresh is logged with its status');
+    my $r = get('stale');
+    is($r->{status}, 200, 'stale, refresh failed: 200');
+    is($r->{st}, 'STALE', 'stale, refresh failed: STALE');
+    is($r->{bearer}, "Bearer $first{stale}",
+        'stale, refresh failed: current token used');
 
     sleep_until($expiry{stale} - 1.5);
-    skip 'too late for the stale check', 8 if time > $expiry{stale} - 0.7;
+    skip 'too late for the stale check', 9 if time > $expiry{stale} - 0.7;
     $r = get('stale');
     is($r->{status}, 200, 'stale, still valid: 200');
     is($r->{st}, 'STALE', 'stale, still valid, within retry: STALE');

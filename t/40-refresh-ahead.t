@@ -53,6 +53,7 @@ my $r = $t->http_get('/api/warmup');
 is($r->{status}, 200, 'warm-up: 200');
 $t->reset_stats;
 my $mark = $t->access_mark;
+my $lmark = $t->log_mark;
 
 ###############################################################################
 # Scenario: 20 s of load over 16 keep-alive connections
@@ -82,15 +83,19 @@ cmp_ok($stats->{exchanges}, '>=', 5,
 cmp_ok($stats->{exchanges}, '<=', 9, 'identity: at most 9 exchanges');
 is($stats->{rejected}, 0, 'identity: no signature rejected');
 
-my %st;
+# Under load a request meets the refresh point first; the key's timer may
+# now and then be first (it starts the refresh without a request).
+my (%st, $quiet);
 for (1 .. 60) {
     %st = ();
     $st{$_}++ for $t->token_statuses(since => $mark);
-    last if ($st{REFRESH} // 0) >= $stats->{exchanges};
+    $quiet = () = $t->grep_error_log(
+        qr/refreshing the token without a request/, since => $lmark);
+    last if ($st{REFRESH} // 0) + $quiet >= $stats->{exchanges};
     sleep 0.05;
 }
-is($st{REFRESH} // 0, $stats->{exchanges},
-    'access log: one REFRESH request started each exchange');
+is(($st{REFRESH} // 0) + $quiet, $stats->{exchanges},
+    'one REFRESH request (or the key\'s timer) started each exchange');
 ok(!$st{MISS} && !$st{ERROR}, 'access log: no request waited or failed')
     or diag explain \%st;
 

@@ -63,11 +63,12 @@ my $token = $t->stats->{tokens}[-1]{token};
 $t->standin_set(global => { ttl_ms => 10000, status => 500 });
 $t->reset_stats;
 
-# wait until the refresh window is open, then load for 4 s, still before
-# the token expires
-sleep($issued + 5.2 - time);
+# wait until the refresh window is open (the refresh starts then, without
+# a request), then load for 4 s, still before the token expires
+sleep($issued + 4.5 - time);
 my $mark = $t->access_mark;
 my $lmark = $t->log_mark;
+sleep($issued + 5.2 - time);
 
 my $load = load_for($t->url('/api/x'), 4, 4,
     check => sub { ($_[0]{content} // '') eq "Bearer $token" });
@@ -97,8 +98,13 @@ cmp_ok($attempts[2] - $attempts[1], '>=', 1.75,
 my @lines = $t->grep_error_log(qr/exchange failed/, since => $lmark);
 is(scalar @lines, scalar @attempts, 'one error line per attempt');
 like($lines[0] // '', qr/\[error\].*status 500/, 'the line names status 500');
-is($st{REFRESH} // 0, scalar @attempts,
-    'access log: one REFRESH per attempt');
+my @quiet = $t->grep_error_log(qr/refreshing the token without a request/,
+    since => $lmark);
+cmp_ok(scalar @quiet, '>=', 1, 'the first attempt came at the window, '
+    . 'before any request');
+is(($st{REFRESH} // 0) + @quiet, scalar @attempts,
+    'each attempt was started by one request (REFRESH) or by the key\'s '
+    . 'timer');
 
 ###############################################################################
 # The status page reports the failures without any secret

@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 
 # An upstream 401 to a request that carried our token revokes that token,
-# only if it is still the current one: the next request gets a new token
-# after exactly one exchange, and a burst of 401s causes one exchange.
+# only if it is still the current one and older than retry=: the next
+# request gets a new token after exactly one exchange, and a burst of 401s
+# causes one exchange.
 # With proxy_intercept_errors and error_page 401 an operator can resend a
 # request once with the new token.
 
@@ -13,6 +14,7 @@ use Test::More;
 use File::Basename qw(dirname);
 use lib dirname(__FILE__) . '/lib';
 use ImburseTest;
+use Time::HiRes qw(sleep);
 
 my $PUBLIC  = 'pk-revoke';
 my $PRIVATE = 'cmV2b2tlLXRlc3Qta2V5LTAxMjM0NTY3ODlhYmNkZWYwMTIz';
@@ -60,6 +62,7 @@ sub revoke { $t->standin_set(upstream => {
 
 is($t->http_get('/api/a')->{status}, 200, 'first request: 200');
 my $t1 = current_token();
+sleep 1.1;    # older than retry=1s
 revoke($t1);
 
 my $mark = $t->log_mark;
@@ -81,6 +84,7 @@ unlike($lines[0] // '', qr/\Q$t1\E/, 'it names the token by fingerprint only');
 ###############################################################################
 # Scenario: 50 concurrent requests get 401 for the same token
 
+sleep 1.1;
 revoke($t1, $t2);
 my $before = $t->stats->{exchanges};
 my $load = $t->load('/api/burst', 50, 50);
@@ -96,6 +100,7 @@ is($t->stats->{exchanges} - $before, 1,
 ###############################################################################
 # Scenario: error_page 401 resends the request once with a fresh token
 
+sleep 1.1;
 revoke($t1, $t2, current_token());
 $before = $t->stats->{exchanges};
 $r = $t->http_get('/retry/x');

@@ -19,6 +19,7 @@ use Test::More;
 use File::Basename qw(dirname);
 use lib dirname(__FILE__) . '/lib';
 use ImburseTest;
+use Time::HiRes qw(sleep);
 
 my $PRIVATE = 'cmVkaXJlY3RzLXRlc3Qta2V5LTAxMjM0NTY3ODlhYmNkZWYw';
 my $CLIENT  = 'Basic Y2xpZW50OnNlY3JldA==';
@@ -29,7 +30,8 @@ $t->start_standin(keys => { 'pk-redirects' => $PRIVATE });
 
 $t->run(<<'NGINX');
     imburse_api_key main public_key=pk-redirects
-                    private_key_file=%%KEYFILE:main%% exchange=/_imburse/main;
+                    private_key_file=%%KEYFILE:main%% exchange=/_imburse/main
+                    retry=1s;
 
     server {
         listen 127.0.0.1:%%PORT%%;
@@ -109,6 +111,8 @@ is_deeply(seen('/third-party'), [],
 ###############################################################################
 # Scenario: an intercepted 401 served by a plain error page
 
+# a 401 revokes only a token older than retry=1s
+sleep 1.1;
 my $t1 = token();
 $t->standin_set(upstream => { status_by_bearer => { $t1 => 401 } });
 my $before = $t->stats->{exchanges};
@@ -125,6 +129,7 @@ is(scalar $t->grep_error_log(qr/token \w+ revoked/, since => $mark), 1,
 ###############################################################################
 # Scenario: the error page is in an imburse_auth location itself
 
+sleep 1.1;
 my $t2 = token();
 $t->standin_set(upstream => { status_by_bearer => { $t1 => 401, $t2 => 401 } });
 $before = $t->stats->{exchanges};

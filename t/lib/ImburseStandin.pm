@@ -10,7 +10,9 @@ package ImburseStandin;
 #   upstream  any request: answers 200 with a JSON list of every request
 #             header it received (every occurrence) and records the request;
 #             the status can be scripted: {status, status_by_path => {path =>
-#             status}, status_by_bearer => {token => status}}.
+#             status}, status_by_bearer => {token => status}}, and so can a
+#             delay (delay_ms, delay_by_path => {path => ms}) and an HTML
+#             body instead (body_by_path => {path => html}).
 #
 # State shared by the per-connection processes lives in JSON files in a state
 # directory, read and written under flock.  Start it with t/lib/standin.pl;
@@ -418,6 +420,11 @@ sub handle_upstream {
     for my $a (@authz) {
         next unless $a =~ /^Bearer (.*)$/;
         $status = $u->{status_by_bearer}{$1} // $status;
+    }
+    my $delay = ($u->{delay_by_path}{$path} // $u->{delay_ms} // 0) / 1000;
+    Time::HiRes::sleep($delay) if $delay > 0;
+    if (defined(my $html = $u->{body_by_path}{$path})) {
+        return respond($sock, $status, 'text/html', $html);
     }
     json_respond($sock, $status, $rec);
 }

@@ -590,6 +590,55 @@ sub load {
              max_ms => $max // 0, elapsed => time - $start_at };
 }
 
+# HTTP/2 (cleartext, prior knowledge) with Debian's python3-h2:
+# h2([{path, headers, start_ms, rst_ms}, ...], port => PORT, timeout => 10)
+# sends the streams on one connection, resetting (CANCEL) those with rst_ms
+# that long after they were sent; returns [{status, headers, body, reset}].
+sub h2 {
+    my ($self, $streams, %o) = @_;
+    my $port = $o{port} // $self->{port};
+    my $spec = JSON::PP->new->canonical->encode($streams);
+    my $timeout = ($o{timeout} // 10) * $TF;
+    open my $fh, '-|', '/usr/bin/python3', "$LIB/h2client.py", $port, $spec,
+        $timeout or die "h2client: $!";
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+    return eval { $JSON->decode($out) }
+        // die "h2client: no answer (" . ($out // '') . ")\n";
+}
+
+# curl --http2-prior-knowledge: (status, {lowercase header => value}, body)
+sub curl_h2 {
+    my ($self, $path, %o) = @_;
+    my $url = $self->url($path, $o{port});
+    my @h = map { ('-H', "$_: $o{headers}{$_}") } sort keys %{$o{headers}};
+    open my $fh, '-|', 'curl', '-s', '--http2-prior-knowledge', '-m',
+        5 * $TF, '-D', '-', @h, $url or die "curl: $!";
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    my ($head, $body) = split /\r\n\r\n/, $out, 2;
+    my ($status) = ($head // '') =~ m{^HTTP/2 (\d+)};
+    my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1 => $2) : () }
+        split /\r\n/, $head // '';
+    return ($status // 0, \%h, $body // '');
+}
+
+# hangup(PATH, MS, headers => {}): an HTTP/1.1 request whose client closes
+# the connection MS milliseconds after sending it, without reading.
+sub hangup {
+    my ($self, $path, $ms, %o) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $o{port} // $self->{port}, Proto => 'tcp', Timeout => 2)
+        or die "hangup: connect: $!";
+    my $h = join '', map { "$_: $o{headers}{$_}\r\n" }
+        sort keys %{$o{headers} // {}};
+    print $s "GET $path HTTP/1.1\r\nHost: 127.0.0.1\r\n${h}\r\n";
+    sleep $ms / 1000;
+    close $s;
+}
+
 ###############################################################################
 # The Imburse stand-in (t/lib/standin.pl)
 
@@ -835,6 +884,20 @@ element).  List context: (status, headers, body); scalar: a hash.
 
 Forked clients, one keep-alive connection each; returns C<results> (status,
 ms, body), C<by_status>, C<count>, C<complete>, C<max_ms>, C<elapsed>.
+
+=item h2([{path, headers, start_ms, rst_ms}, ...], port => PORT)
+
+HTTP/2 streams on one connection (t/lib/h2client.py, Debian's python3-h2);
+a stream with C<rst_ms> is reset (CANCEL) that long after it was sent.
+Returns C<[{status, headers, body, reset}]>.
+
+=item curl_h2(PATH, headers => {}, port => PORT)
+
+C<curl --http2-prior-knowledge>: (status, headers, body).
+
+=item hangup(PATH, MS, headers => {}, port => PORT)
+
+An HTTP/1.1 request whose client closes the connection after MS ms.
 
 =item start_standin(keys => {}, global => {}, tenants => {}, upstream => {})
 
