@@ -14,7 +14,7 @@
 #define NGX_HTTP_IMBURSE_STATUS_HEAD_LEN 8192
 
 /* the Prometheus metrics from this index on exist only for keys with fleet= */
-#define NGX_HTTP_IMBURSE_FIRST_FLEET_METRIC  8
+#define NGX_HTTP_IMBURSE_FIRST_FLEET_METRIC  9
 
 
 static ngx_int_t ngx_http_imburse_status_handler(ngx_http_request_t *r);
@@ -133,12 +133,12 @@ ngx_http_imburse_status_json(u_char *p, ngx_http_imburse_main_conf_t *imcf,
                         "\"exchange_in_flight\":%s,"
                         "\"exchanges\":%ui,\"failures\":%ui,"
                         "\"consecutive_failures\":%ui,\"revocations\":%ui,"
-                        "\"last_error\":",
+                        "\"unrevoked_401\":%ui,\"last_error\":",
                         i ? "," : "", &key[i].name,
                         st.valid ? "true" : "false", expires_in,
                         st.in_flight ? "true" : "false",
                         st.exchanges, st.failures, st.consecutive_failures,
-                        st.revocations);
+                        st.revocations, st.unrevoked_401);
 
         p = st.last_error[0] ? ngx_sprintf(p, "\"%s\"", st.last_error)
                              : ngx_sprintf(p, "null");
@@ -202,6 +202,9 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
           "tokens of the key ended by an upstream 401" },
         { "imburse_last_exchange_timestamp_seconds", "gauge",
           "when the key's last exchange ended, in Unix seconds" },
+        { "imburse_unrevoked_401_total", "counter",
+          "upstream 401s that did not revoke the key's token (younger "
+          "than retry=)" },
         { "imburse_fleet_hits_total", "counter",
           "tokens of the key taken from the fleet's copy in Redis" },
         { "imburse_fleet_locks_taken_total", "counter",
@@ -276,12 +279,15 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
                 p = ngx_sprintf(p, "%L\n", st[i].last_exchange_ms / 1000);
                 break;
             case 8:
-                p = ngx_sprintf(p, "%ui\n", st[i].fleet_hits);
+                p = ngx_sprintf(p, "%ui\n", st[i].unrevoked_401);
                 break;
             case 9:
-                p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_taken);
+                p = ngx_sprintf(p, "%ui\n", st[i].fleet_hits);
                 break;
             case 10:
+                p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_taken);
+                break;
+            case 11:
                 p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_lost);
                 break;
             default:

@@ -110,7 +110,7 @@ like($p, qr/^# TYPE imburse_exchanges_total counter$/m,
     'prometheus: counters are typed');
 unlike($p, qr/^(# \S+ )?imburse_fleet_/m,
     'prometheus: no fleet metric when no key has fleet=');
-my @bad = grep { !/^#/ && !/^imburse_[a-z_]+(\{key="[a-z]+"\})? -?\d+$/ }
+my @bad = grep { !/^#/ && !/^imburse_[a-z0-9_]+(\{key="[a-z]+"\})? -?\d+$/ }
           split /\n/, $p;
 is_deeply(\@bad, [], 'prometheus: every line is a comment or a sample');
 
