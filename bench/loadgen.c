@@ -14,7 +14,13 @@
  *
  * OUTFILE gets one line per request: "start_us end_us status" (wall clock,
  * CLOCK_REALTIME, microseconds, so it compares with nginx's $msec); status 0
- * is a connection error.  A summary line goes to stdout.
+ * is a connection error, -1 a request whose client hung up.  A summary
+ * line goes to stdout.
+ *
+ * LOADGEN_HANGUP_PCT=N (closed mode): the client of every (100 / N)-th
+ * request hangs up as soon as the request is sent, without reading the
+ * answer, and the connection is opened again: N % of the requests end
+ * with nginx finding their client gone.
  *
  * Every run is bounded in time; nothing here retries without bound.
  */
@@ -66,7 +72,8 @@ static int                 ep;
 
 static sample_t           *samples;
 static size_t              nsamples, samples_size;
-static long long           reconnects, errors;
+static long long           reconnects, errors, hangups;
+static long long           hangup_every, sent_count;
 
 
 static long long
@@ -149,6 +156,30 @@ conn_close(conn_t *c)
         close(c->fd);
         c->fd = -1;
     }
+}
+
+
+/* the request on c is sent: its client leaves now, if it is its turn */
+
+static int
+hang_up(conn_t *c, int idx)
+{
+    if (hangup_every == 0 || ++sent_count % hangup_every != 0) {
+        return 0;
+    }
+
+    record(c->start_us, now_us(), -1);
+    hangups++;
+
+    conn_close(c);
+    c->start_us = now_us();
+
+    if (conn_open(c, idx) != 0) {
+        fprintf(stderr, "loadgen: cannot reconnect\n");
+        exit(2);
+    }
+
+    return 1;
 }
 
 
@@ -297,7 +328,7 @@ summary(const char *mode, long long t0, long long t1)
     n = 0;
 
     for (i = 0; i < nsamples; i++) {
-        if (samples[i].status != 0) {
+        if (samples[i].status > 0) {
             lat[n++] = samples[i].end_us - samples[i].start_us;
         }
     }
@@ -306,9 +337,9 @@ summary(const char *mode, long long t0, long long t1)
 
     secs = (double) (t1 - t0) / 1e6;
 
-    printf("%s requests=%zu errors=%lld reconnects=%lld seconds=%.3f "
-           "rps=%.1f p50_us=%lld p99_us=%lld max_us=%lld\n",
-           mode, nsamples, errors, reconnects, secs,
+    printf("%s requests=%zu errors=%lld reconnects=%lld hangups=%lld "
+           "seconds=%.3f rps=%.1f p50_us=%lld p99_us=%lld max_us=%lld\n",
+           mode, nsamples, errors, reconnects, hangups, secs,
            secs > 0 ? (double) nsamples / secs : 0.0,
            n ? lat[n / 2] : 0LL, n ? lat[(size_t) ((double) n * 0.99)] : 0LL,
            n ? lat[n - 1] : 0LL);
@@ -394,6 +425,9 @@ closed_loop(int nconns, double seconds)
                 if (rc == 0) {
                     continue;
                 }
+                if (hang_up(c, (int) events[i].data.u32)) {
+                    continue;
+                }
                 /* written: wait for the answer only */
                 struct epoll_event ev = { .events = EPOLLIN,
                                           .data.u32 = events[i].data.u32 };
@@ -434,6 +468,10 @@ closed_loop(int nconns, double seconds)
             rc = conn_send(c);
             if (rc == -1) {
                 goto failed;
+            }
+
+            if (rc == 1 && hang_up(c, (int) events[i].data.u32)) {
+                continue;
             }
 
             {
@@ -595,6 +633,17 @@ main(int argc, char **argv)
 
     conns = atoi(argv[5]);
     seconds = atof(argv[6]);
+
+    if (getenv("LOADGEN_HANGUP_PCT")) {
+        int  pct = atoi(getenv("LOADGEN_HANGUP_PCT"));
+
+        if (pct < 1 || pct > 100) {
+            fprintf(stderr, "loadgen: LOADGEN_HANGUP_PCT is 1..100\n");
+            return 2;
+        }
+
+        hangup_every = 100 / pct;
+    }
 
     if (conns < 1 || conns > 10000 || seconds <= 0 || seconds > 600) {
         fprintf(stderr, "loadgen: 1..10000 connections, 0..600 seconds\n");
