@@ -6,9 +6,11 @@ NGINX_SRC  ?= /usr/share/nginx/src
 BUILD      := build
 MODULE     := $(BUILD)/ngx_http_imburse_auth_module.so
 SOURCES    := config $(wildcard src/*.c src/*.h)
-UNIT_BINS  := $(BUILD)/unit/hmac $(BUILD)/unit/token $(BUILD)/unit/fleet
+UNIT_BINS  := $(BUILD)/unit/hmac $(BUILD)/unit/token $(BUILD)/unit/fleet \
+              $(BUILD)/unit/errbody
 PURE_SRCS  := src/ngx_imburse_hmac.c src/ngx_imburse_token.c \
-              src/ngx_imburse_resp.c src/ngx_imburse_fleet_crypto.c
+              src/ngx_imburse_resp.c src/ngx_imburse_fleet_crypto.c \
+              src/ngx_imburse_errbody.c
 CFLAGS_UNIT = -O1 -g -Wall -Wextra -Werror -Isrc
 
 .PHONY: all deps test unit demo bench test-asan test-valgrind fuzz clean

@@ -29,7 +29,8 @@ typedef enum {
     NGX_HTTP_IMBURSE_MISS,
     NGX_HTTP_IMBURSE_REFRESH,
     NGX_HTTP_IMBURSE_STALE,
-    NGX_HTTP_IMBURSE_ERROR
+    NGX_HTTP_IMBURSE_ERROR,
+    NGX_HTTP_IMBURSE_FLEET
 } ngx_http_imburse_status_e;
 
 
@@ -77,6 +78,7 @@ typedef struct {
     ngx_uint_t                 cache_version;
     int64_t                    cache_expires_ms;
     int64_t                    cache_refresh_ms;
+    unsigned                   cache_from_fleet:1;
     size_t                     token_hint;
 } ngx_http_imburse_key_t;
 
@@ -100,6 +102,12 @@ typedef struct {
     ngx_http_complex_value_t  *key_name;
     ngx_str_t                  conf_file;       /* where imburse_auth is */
     ngx_uint_t                 conf_line;
+
+    /* an imburse_status location: it never inherits imburse_auth */
+    unsigned                   status_page:1;
+
+    /* per worker: a 401 of a request that did not send the token, logged */
+    unsigned                   warned_unsent:1;
 } ngx_http_imburse_loc_conf_t;
 
 
@@ -114,6 +122,7 @@ typedef struct {
     ngx_table_elt_t           *auth_header;
     ngx_str_t                  client_auth;
     ngx_uint_t                 states;          /* upstream states before */
+    ngx_http_imburse_loc_conf_t  *ilcf;         /* where it was injected */
     unsigned                   auth_saved:1;
     unsigned                   restored:1;
     unsigned                   revoke_checked:1;

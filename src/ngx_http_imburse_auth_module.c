@@ -59,7 +59,7 @@ static ngx_command_t  ngx_http_imburse_commands[] = {
     { ngx_string("imburse_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_imburse_status,
-      0,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -278,6 +278,10 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
         if (ctx->status == NGX_HTTP_IMBURSE_NONE) {
             ctx->status = lk.stale ? NGX_HTTP_IMBURSE_STALE
                                    : NGX_HTTP_IMBURSE_HIT;
+
+        } else if (ctx->status == NGX_HTTP_IMBURSE_MISS && lk.from_fleet) {
+            /* it waited, and the token came from the fleet's copy */
+            ctx->status = NGX_HTTP_IMBURSE_FLEET;
         }
 
         ngx_http_imburse_refresh_watch(key, now_ms, lk.refresh_ms);
@@ -285,6 +289,8 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
         ctx->token = lk.token;
         ctx->expires_ms = lk.expires_ms;
         ctx->states = r->upstream_states ? r->upstream_states->nelts : 0;
+        ctx->ilcf = ngx_http_get_module_loc_conf(r,
+                                                 ngx_http_imburse_auth_module);
 
         if (ngx_http_imburse_set_authorization(r, ctx, &lk.token) != NGX_OK) {
             return NGX_ERROR;
@@ -550,6 +556,20 @@ ngx_http_imburse_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_imburse_loc_conf_t  *conf = child;
 
     ngx_http_imburse_main_conf_t  *imcf;
+
+    if (conf->status_page) {
+        if (conf->enable == 1) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"imburse_auth\" in %V:%ui is in an "
+                          "\"imburse_status\" location, which must answer "
+                          "without a token: remove it", &conf->conf_file,
+                          conf->conf_line);
+            return NGX_CONF_ERROR;
+        }
+
+        conf->enable = 0;
+        return NGX_CONF_OK;
+    }
 
     if (conf->enable == NGX_CONF_UNSET) {
         conf->enable = (prev->enable == NGX_CONF_UNSET) ? 0 : prev->enable;

@@ -11,16 +11,15 @@
 #include "ngx_http_imburse_exchange.h"
 #include "ngx_http_imburse_owned.h"
 #include "ngx_http_imburse_store.h"
+#include "ngx_imburse_errbody.h"
 #include "ngx_imburse_token.h"
 
 
-/* an identity error body is logged at info level, this much of it */
-#define NGX_HTTP_IMBURSE_BODY_LOG  256
+/* what the error line shows of an identity error body, at most */
+#define NGX_HTTP_IMBURSE_BODY_LOG  160
 /* a token response is a few kilobytes; the largest token is 16k */
 #define NGX_HTTP_IMBURSE_BODY_MAX  32768
 #define NGX_HTTP_IMBURSE_LIFETIME_MAX  (24 * 60 * 60 * 1000LL)
-/* a run of token characters this long in an error body is masked */
-#define NGX_HTTP_IMBURSE_MASK_RUN  20
 
 
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
@@ -38,10 +37,9 @@ static ngx_http_imburse_step_e ngx_http_imburse_identity_done(
     ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc);
 static const char *ngx_http_imburse_identity_result(
     ngx_http_imburse_exchange_t *x, ngx_http_request_t *sr, ngx_int_t rc,
-    ngx_uint_t *status);
-static void ngx_http_imburse_log_body(ngx_http_request_t *sr,
-    ngx_http_imburse_key_t *key, ngx_str_t *body);
-static void ngx_http_imburse_mask_tokens(u_char *text, size_t len);
+    ngx_uint_t *status, ngx_str_t *detail);
+static void ngx_http_imburse_error_detail(ngx_http_request_t *sr,
+    ngx_str_t *body, ngx_str_t *detail);
 static ngx_int_t ngx_http_imburse_exchange_body(ngx_http_request_t *sr,
     ngx_str_t *body);
 static void ngx_http_imburse_exchange_timer(ngx_event_t *ev);
@@ -270,10 +268,13 @@ static ngx_http_imburse_step_e
 ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
     ngx_http_request_t *sr, ngx_int_t rc)
 {
+    ngx_str_t    detail;
     ngx_uint_t   status;
     const char  *cause;
 
-    cause = ngx_http_imburse_identity_result(x, sr, rc, &status);
+    ngx_str_null(&detail);
+
+    cause = ngx_http_imburse_identity_result(x, sr, rc, &status, &detail);
 
     if (cause == ngx_http_imburse_superseded) {
         ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
@@ -285,8 +286,9 @@ ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
     if (cause) {
         ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
                       "imburse key \"%V\": token exchange failed: %s "
-                      "(status %ui) from \"%V\"",
-                      &x->key->name, cause, status, &x->key->exchange);
+                      "(status %ui%s%V) from \"%V\"",
+                      &x->key->name, cause, status, detail.len ? ", " : "",
+                      &detail, &x->key->exchange);
 
         ngx_http_imburse_store_fail(x->key, x->claim,
                                     ngx_http_imburse_now_ms(), cause);
@@ -302,7 +304,8 @@ ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
 
 static const char *
 ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
-    ngx_http_request_t *sr, ngx_int_t rc, ngx_uint_t *status)
+    ngx_http_request_t *sr, ngx_int_t rc, ngx_uint_t *status,
+    ngx_str_t *detail)
 {
     int64_t              now_ms;
     ngx_str_t            body, token;
@@ -335,7 +338,7 @@ ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE
         || *status < NGX_HTTP_OK || *status >= NGX_HTTP_SPECIAL_RESPONSE)
     {
-        ngx_http_imburse_log_body(sr, x->key, &body);
+        ngx_http_imburse_error_detail(sr, &body, detail);
         return "identity service error";
     }
 
@@ -396,61 +399,42 @@ ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
 
 
 /*
- * Only error bodies are logged, cut short and made printable: a 2xx body
- * holds a token, and a body may hold anything.
+ * What an error body says, for the error line: Imburse's errorCode(s), or
+ * else a short excerpt, printable, with token-shaped runs masked (a body
+ * may echo a token or a signature).  A 2xx body, which holds the token, is
+ * never shown.
  */
 
 static void
-ngx_http_imburse_log_body(ngx_http_request_t *sr, ngx_http_imburse_key_t *key,
-    ngx_str_t *body)
+ngx_http_imburse_error_detail(ngx_http_request_t *sr, ngx_str_t *body,
+    ngx_str_t *detail)
 {
-    size_t  len, i;
-    u_char  text[NGX_HTTP_IMBURSE_BODY_LOG];
+    u_char      *p;
+    size_t       n;
+    const char  *what;
+    char         text[NGX_HTTP_IMBURSE_BODY_LOG + 1];
 
-    if (sr->connection->log->log_level < NGX_LOG_INFO || body->len == 0) {
+    if (body->len == 0) {
         return;
     }
 
-    len = ngx_min(body->len, NGX_HTTP_IMBURSE_BODY_LOG);
+    what = "errorCode %s";
+    n = imburse_error_codes((char *) body->data, body->len, text,
+                            sizeof(text));
 
-    for (i = 0; i < len; i++) {
-        text[i] = (body->data[i] >= 0x20 && body->data[i] < 0x7f)
-                  ? body->data[i] : '.';
+    if (n == 0) {
+        what = "body \"%s\"";
+        n = imburse_error_excerpt((char *) body->data, body->len, text,
+                                  sizeof(text));
     }
 
-    ngx_http_imburse_mask_tokens(text, len);
-
-    ngx_log_error(NGX_LOG_INFO, sr->connection->log, 0,
-                  "imburse key \"%V\": identity error body%s: \"%*s\"",
-                  &key->name, body->len > len ? " (truncated)" : "",
-                  len, text);
-}
-
-
-/*
- * An error body may still carry a token: any run of token characters long
- * enough to be one is shown as '*'.
- */
-
-static void
-ngx_http_imburse_mask_tokens(u_char *text, size_t len)
-{
-    size_t  i, start;
-
-    start = 0;
-
-    for (i = 0; i <= len; i++) {
-
-        if (i < len && imburse_token_is_b64token((char *) &text[i], 1)) {
-            continue;
-        }
-
-        if (i - start >= NGX_HTTP_IMBURSE_MASK_RUN) {
-            ngx_memset(&text[start], '*', i - start);
-        }
-
-        start = i + 1;
+    p = ngx_pnalloc(sr->pool, sizeof("errorCode body \"\"") + n);
+    if (p == NULL) {
+        return;
     }
+
+    detail->data = p;
+    detail->len = ngx_sprintf(p, what, text) - p;
 }
 
 

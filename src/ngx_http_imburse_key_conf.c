@@ -265,6 +265,7 @@ ngx_http_imburse_read_key_file(ngx_conf_t *cf, ngx_http_imburse_key_t *key,
     ssize_t           size;
     ngx_fd_t          fd;
     ngx_file_info_t   fi;
+    char              problem[128];
     u_char            buf[NGX_HTTP_IMBURSE_KEY_FILE_MAX + 1];
 
     if (ngx_conf_full_name(cf->cycle, path, 1) != NGX_OK) {
@@ -325,8 +326,10 @@ ngx_http_imburse_read_key_file(ngx_conf_t *cf, ngx_http_imburse_key_t *key,
     if (n <= 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid base64 in private_key_file \"%V\" of "
-                           "imburse_api_key \"%V\"%s", path, &key->name,
-                           size == 0 ? ": the file is empty" : "");
+                           "imburse_api_key \"%V\": %s", path, &key->name,
+                           imburse_base64_key_problem(buf, (size_t) size,
+                                                      problem,
+                                                      sizeof(problem)));
         goto done;
     }
 

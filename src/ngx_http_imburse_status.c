@@ -18,19 +18,33 @@
 
 
 static ngx_int_t ngx_http_imburse_status_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_imburse_status_prometheus_wanted(
+    ngx_http_request_t *r);
+static ngx_uint_t ngx_http_imburse_accept_q(ngx_str_t *accept,
+    const char *type);
 static u_char *ngx_http_imburse_status_json(u_char *p,
     ngx_http_imburse_main_conf_t *imcf, int64_t now_ms);
 static u_char *ngx_http_imburse_status_prometheus(ngx_http_request_t *r,
     u_char *p, ngx_http_imburse_main_conf_t *imcf, int64_t now_ms);
 
 
+/*
+ * The status page must answer while the identity service is down: it
+ * never inherits imburse_auth (a server-level one would make every poll
+ * wait for, or start, an exchange).
+ */
+
 char *
 ngx_http_imburse_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_imburse_loc_conf_t  *ilcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_imburse_status_handler;
+
+    ilcf->status_page = 1;
 
     return NGX_CONF_OK;
 }
@@ -43,7 +57,6 @@ ngx_http_imburse_status_handler(ngx_http_request_t *r)
     int64_t                        now_ms;
     ngx_int_t                      rc;
     ngx_buf_t                     *b;
-    ngx_str_t                      format;
     ngx_uint_t                     i, prometheus;
     ngx_chain_t                    out;
     ngx_http_imburse_key_t        *key;
@@ -58,9 +71,7 @@ ngx_http_imburse_status_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    prometheus = (ngx_http_arg(r, (u_char *) "format", 6, &format) == NGX_OK
-                  && format.len == 10
-                  && ngx_strncmp(format.data, "prometheus", 10) == 0);
+    prometheus = ngx_http_imburse_status_prometheus_wanted(r);
 
     imcf = ngx_http_get_module_main_conf(r, ngx_http_imburse_auth_module);
 
@@ -105,6 +116,116 @@ ngx_http_imburse_status_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * ?format=prometheus or ?format=json decides; else the Accept header: a
+ * scraper that prefers text/plain or OpenMetrics to JSON gets the text
+ * format (0.0.4, which Prometheus takes for either); JSON otherwise.
+ */
+
+static ngx_uint_t
+ngx_http_imburse_status_prometheus_wanted(ngx_http_request_t *r)
+{
+    ngx_str_t         format, accept;
+    ngx_uint_t        i, text, json;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (ngx_http_arg(r, (u_char *) "format", 6, &format) == NGX_OK) {
+        return format.len == 10
+               && ngx_strncmp(format.data, "prometheus", 10) == 0;
+    }
+
+    ngx_str_null(&accept);
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (h[i].key.len == 6
+                && ngx_strncasecmp(h[i].key.data, (u_char *) "accept", 6)
+                   == 0)
+            {
+                accept = h[i].value;
+            }
+        }
+    }
+
+    if (accept.len == 0) {
+        return 0;
+    }
+
+    text = ngx_max(ngx_http_imburse_accept_q(&accept, "text/plain"),
+                   ngx_http_imburse_accept_q(&accept,
+                                             "application/openmetrics-text"));
+    json = ngx_http_imburse_accept_q(&accept, "application/json");
+
+    return text > json;
+}
+
+
+/* the q of the type in an Accept value, in thousandths; 0 if absent */
+
+static ngx_uint_t
+ngx_http_imburse_accept_q(ngx_str_t *accept, const char *type)
+{
+    u_char      *p, *end, *q;
+    size_t       len;
+    ngx_uint_t   best, v, d;
+
+    len = ngx_strlen(type);
+    p = accept->data;
+    end = p + accept->len;
+    best = 0;
+
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ',')) {
+            p++;
+        }
+
+        if ((size_t) (end - p) >= len
+            && ngx_strncasecmp(p, (u_char *) type, len) == 0
+            && (p + len == end || p[len] == ';' || p[len] == ','
+                || p[len] == ' '))
+        {
+            v = 1000;
+            p += len;
+
+            /* parameters up to the next range: only q matters */
+
+            while (p < end && *p != ',') {
+                if (*p == 'q' && p + 1 < end && p[1] == '='
+                    && (p[-1] == ';' || p[-1] == ' '))
+                {
+                    q = p + 2;
+                    v = (q < end && *q == '1') ? 1000 : 0;
+
+                    if (q + 1 < end && q[1] == '.') {
+                        for (q += 2, d = 100; q < end && d && *q >= '0'
+                             && *q <= '9'; q++, d /= 10)
+                        {
+                            v += (*q - '0') * d;
+                        }
+                    }
+
+                    v = ngx_min(v, 1000);
+                }
+
+                p++;
+            }
+
+            best = ngx_max(best, v);
+            continue;
+        }
+
+        while (p < end && *p != ',') {
+            p++;
+        }
+    }
+
+    return best;
 }
 
 
@@ -212,7 +333,10 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
         { "imburse_fleet_locks_lost_total", "counter",
           "fleet locks held by another instance when asked for" },
         { "imburse_fleet_redis_errors_total", "counter",
-          "failed Redis operations of the key's fleet tier" }
+          "failed Redis operations of the key's fleet tier" },
+        { "imburse_fleet_redis_down", "gauge",
+          "1 while the key's fleet Redis is taken for down (exchanging "
+          "without the fleet)" }
     };
 
     key = imcf->keys.elts;
@@ -290,8 +414,11 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
             case 11:
                 p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_lost);
                 break;
-            default:
+            case 12:
                 p = ngx_sprintf(p, "%ui\n", st[i].fleet_errors);
+                break;
+            default:
+                p = ngx_sprintf(p, "%d\n", st[i].fleet_down ? 1 : 0);
                 break;
             }
         }

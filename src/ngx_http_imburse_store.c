@@ -69,6 +69,7 @@ struct ngx_http_imburse_entry_s {
     ngx_msec_t                 fleet_skip_until;
     unsigned                   fleet_down:1;
     unsigned                   warned_401:1;    /* for this token */
+    unsigned                   from_fleet:1;    /* the token's origin */
 };
 
 
@@ -81,7 +82,7 @@ static void ngx_http_imburse_store_claim(ngx_http_imburse_entry_t *e,
 static void ngx_http_imburse_store_unclaim(ngx_http_imburse_entry_t *e,
     ngx_uint_t claim);
 static void ngx_http_imburse_store_cache(ngx_http_imburse_key_t *key,
-    ngx_http_imburse_lookup_t *lk, int64_t refresh_ms);
+    ngx_http_imburse_lookup_t *lk);
 
 
 static ngx_str_t  ngx_http_imburse_zone_name = ngx_string("imburse_auth");
@@ -248,7 +249,6 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
 {
     u_char                    *p;
     size_t                     size;
-    int64_t                    refresh_ms;
     ngx_int_t                  action;
     ngx_http_imburse_entry_t  *e;
 
@@ -277,6 +277,7 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
         ngx_memcpy(lk->token.data, key->cache, key->cache_len);
         lk->expires_ms = key->cache_expires_ms;
         lk->refresh_ms = key->cache_refresh_ms;
+        lk->from_fleet = key->cache_from_fleet;
         lk->version = key->cache_version;
 
         return NGX_HTTP_IMBURSE_USE;
@@ -312,7 +313,7 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
         ngx_memcpy(lk->token.data, e->token, e->token_len);
         lk->expires_ms = e->expires_ms;
         lk->refresh_ms = e->refresh_ms;
-        refresh_ms = e->refresh_ms;
+        lk->from_fleet = e->from_fleet;
 
         action = NGX_HTTP_IMBURSE_USE;
 
@@ -346,7 +347,7 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
     ngx_shmtx_unlock(&key->shpool->mutex);
 
     if (action == NGX_HTTP_IMBURSE_USE) {
-        ngx_http_imburse_store_cache(key, lk, refresh_ms);
+        ngx_http_imburse_store_cache(key, lk);
     }
 
     return action;
@@ -355,7 +356,7 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
 
 static void
 ngx_http_imburse_store_cache(ngx_http_imburse_key_t *key,
-    ngx_http_imburse_lookup_t *lk, int64_t refresh_ms)
+    ngx_http_imburse_lookup_t *lk)
 {
     if (lk->token.len > key->cache_size) {
 
@@ -377,7 +378,8 @@ ngx_http_imburse_store_cache(ngx_http_imburse_key_t *key,
     key->cache_len = lk->token.len;
     key->cache_version = lk->version;
     key->cache_expires_ms = lk->expires_ms;
-    key->cache_refresh_ms = refresh_ms;
+    key->cache_refresh_ms = lk->refresh_ms;
+    key->cache_from_fleet = lk->from_fleet;
 }
 
 
@@ -483,6 +485,7 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
     e->obtained_ms = obtained_ms;
     e->stored_ms = ngx_http_imburse_now_ms();
     e->warned_401 = 0;
+    e->from_fleet = from_fleet ? 1 : 0;
     ngx_memcpy(e->key_fp, key->fingerprint, IMBURSE_SHA256_LEN);
     imburse_fingerprint((char *) e->token_fp, token->data, token->len);
 

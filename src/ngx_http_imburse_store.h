@@ -35,6 +35,7 @@ typedef struct {
     ngx_pid_t    taken_from;      /* the claim's owner timed out */
     ngx_uint_t   version;         /* ngx_http_imburse_store_version() */
     unsigned     stale:1;         /* the last refresh failed */
+    unsigned     from_fleet:1;    /* the token came from the fleet's copy */
 } ngx_http_imburse_lookup_t;
 
 

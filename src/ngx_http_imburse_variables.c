@@ -1,5 +1,6 @@
 /*
- * $imburse_hmac, $imburse_token, $imburse_token_status, $imburse_token_ttl.
+ * $imburse_hmac, $imburse_token, $imburse_token_status, $imburse_token_ttl,
+ * $imburse_key, $imburse_token_fp.
  */
 
 #include "ngx_http_imburse_auth.h"
@@ -14,6 +15,10 @@ static ngx_int_t ngx_http_imburse_token_variable(ngx_http_request_t *r,
 static ngx_int_t ngx_http_imburse_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_imburse_ttl_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_imburse_key_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_imburse_fp_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
@@ -32,6 +37,12 @@ static ngx_http_variable_t  ngx_http_imburse_vars[] = {
     { ngx_string("imburse_token_ttl"), NULL, ngx_http_imburse_ttl_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("imburse_key"), NULL, ngx_http_imburse_key_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("imburse_token_fp"), NULL, ngx_http_imburse_fp_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -42,7 +53,8 @@ static ngx_str_t  ngx_http_imburse_status_names[] = {
     ngx_string("MISS"),
     ngx_string("REFRESH"),
     ngx_string("STALE"),
-    ngx_string("ERROR")
+    ngx_string("ERROR"),
+    ngx_string("FLEET")
 };
 
 
@@ -245,6 +257,60 @@ ngx_http_imburse_ttl_variable(ngx_http_request_t *r,
     ttl = (ctx->expires_ms - ngx_http_imburse_now_ms()) / 1000;
 
     v->len = ngx_sprintf(v->data, "%L", ttl > 0 ? ttl : 0) - v->data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_imburse_key_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_imburse_ctx_t  *ctx;
+
+    ctx = ngx_http_imburse_main_ctx(r);
+
+    if (ctx == NULL || ctx->key == NULL) {
+        ngx_http_imburse_empty(v);
+        return NGX_OK;
+    }
+
+    v->data = ctx->key->name.data;
+    v->len = ctx->key->name.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* the injected token's fingerprint, as the logs and the status show it */
+
+static ngx_int_t
+ngx_http_imburse_fp_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_imburse_ctx_t  *ctx;
+
+    ctx = ngx_http_imburse_main_ctx(r);
+
+    if (ctx == NULL || ctx->token.len == 0) {
+        ngx_http_imburse_empty(v);
+        return NGX_OK;
+    }
+
+    v->data = ngx_pnalloc(r->pool, IMBURSE_FP_HEX_LEN);
+    if (v->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    imburse_fingerprint((char *) v->data, ctx->token.data, ctx->token.len);
+
+    v->len = IMBURSE_FP_HEX_LEN;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;

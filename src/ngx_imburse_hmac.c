@@ -2,6 +2,7 @@
  * Imburse's HMAC request signing and the small crypto helpers around it.
  */
 
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -125,6 +126,98 @@ imburse_base64_decode_key(unsigned char *dst, const unsigned char *src,
     }
 
     return (long) n;
+}
+
+
+/*
+ * Why a key file does not hold strict base64, in words that say what to
+ * change.  Positions are 1-based byte offsets in the file.
+ */
+
+const char *
+imburse_base64_key_problem(const unsigned char *src, size_t len, char *buf,
+    size_t size)
+{
+    size_t  start, end, i, n;
+    int     url, std;
+
+    start = 0;
+    end = len;
+
+    while (start < end && imburse_is_space(src[start])) {
+        start++;
+    }
+
+    while (end > start && imburse_is_space(src[end - 1])) {
+        end--;
+    }
+
+    n = end - start;
+
+    if (n == 0) {
+        return "the file is empty";
+    }
+
+    if (n >= 2 && (src[start] == '"' || src[start] == '\'')
+        && src[end - 1] == src[start])
+    {
+        return "the key is wrapped in quotes: write it without them";
+    }
+
+    url = 0;
+    std = 0;
+
+    for (i = start; i < end; i++) {
+        url |= (src[i] == '-' || src[i] == '_');
+        std |= (src[i] == '+' || src[i] == '/');
+    }
+
+    if (url && !std) {
+        return "the key is in the URL-safe base64 alphabet (\"-\" and "
+               "\"_\"): convert it to standard base64 with "
+               "tr -- '-_' '+/', and pad it with \"=\" to a multiple of 4 "
+               "characters";
+    }
+
+    for (i = start; i < end; i++) {
+
+        if (imburse_is_space(src[i])) {
+            snprintf(buf, size, "white space at byte %zu: the key must be "
+                     "on one line", i + 1);
+            return buf;
+        }
+
+        if (src[i] == '=') {
+            if (i + 2 < end || (i + 2 == end && src[i + 1] != '=')) {
+                snprintf(buf, size, "\"=\" at byte %zu is not at the end: "
+                         "padding only ends the key", i + 1);
+                return buf;
+            }
+
+            continue;
+        }
+
+        if (imburse_base64_value(src[i], 0) < 0) {
+            if (src[i] >= 0x21 && src[i] < 0x7f) {
+                snprintf(buf, size, "\"%c\" at byte %zu is not a base64 "
+                         "character", src[i], i + 1);
+            } else {
+                snprintf(buf, size, "byte 0x%02x at byte %zu is not a base64 "
+                         "character", src[i], i + 1);
+            }
+
+            return buf;
+        }
+    }
+
+    if (n % 4) {
+        snprintf(buf, size, "%zu characters: base64 comes in groups of 4, "
+                 "the key is cut short or lacks its \"=\" padding", n);
+        return buf;
+    }
+
+    return "the last character leaves non-zero bits after the last byte: "
+           "the key was cut or edited";
 }
 
 

@@ -30,6 +30,13 @@ size_t imburse_base64_encode(unsigned char *dst, const unsigned char *src,
 long imburse_base64_decode_key(unsigned char *dst, const unsigned char *src,
     size_t len);
 
+/*
+ * For a key that imburse_base64_decode_key() refuses: what is wrong with
+ * it, as a message naming what to change (in buf, or a constant string).
+ */
+const char *imburse_base64_key_problem(const unsigned char *src, size_t len,
+    char *buf, size_t size);
+
 /* Lenient base64url (JWT segments): no padding needed.  -1 on bad input. */
 long imburse_base64url_decode(unsigned char *dst, const unsigned char *src,
     size_t len);

@@ -127,9 +127,9 @@ my @scenarios = (
       qr/response cut short \(status 200\)/ ],
     # nginx's proxy does not follow redirects
     [ 'redirect',    { raw => '/redirect' },
-      qr/identity service error \(status 302\)/ ],
+      qr/identity service error \(status 302, body ".*moved.*"\)/ ],
     [ 'redirect301', { status => 301 },
-      qr/identity service error \(status 301\)/ ],
+      qr/identity service error \(status 301, body "\{"error":"scripted failure"[^)]*"\)/ ],
 );
 
 # Successes: [name, behaviour]

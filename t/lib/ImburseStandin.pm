@@ -34,6 +34,17 @@ our $JSON = JSON::PP->new->canonical->utf8;
 
 our $IDENTITY_PATH = '/identity/v1/hmac/management';
 
+# A rejected signature is answered in the shape of Imburse's error bodies,
+# {"errors":[{"errorCode":...,"message":...}]}; the codes are the
+# stand-in's own.
+our %ERROR_CODE = (
+    malformed       => 'HMAC_HEADER_INVALID',
+    unknown_key     => 'API_KEY_NOT_FOUND',
+    stale_timestamp => 'HMAC_TIMESTAMP_OUT_OF_RANGE',
+    bad_signature   => 'HMAC_SIGNATURE_INVALID',
+    replayed_nonce  => 'HMAC_NONCE_REUSED',
+);
+
 ###############################################################################
 # The Imburse HMAC scheme.  All strings are byte strings (UTF-8 encoded).
 
@@ -334,8 +345,10 @@ sub handle_identity {
 
     my ($status, $ct, $body, $issued) = $ok
         ? identity_response($b, $n, $now)
-        : (401, 'application/json',
-           $JSON->encode({ error => 'invalid signature', reason => $reason }));
+        : (401, 'application/json', $JSON->encode({
+               errors => [{ errorCode => $ERROR_CODE{$reason} // 'UNKNOWN',
+                            message => 'invalid signature' }],
+               error => 'invalid signature', reason => $reason }));
 
     append_record($dir, 'identity.jsonl', {
         time => $now, method => $req->{method}, uri => $req->{uri},

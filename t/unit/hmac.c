@@ -160,6 +160,59 @@ test_fingerprints(void)
 }
 
 
+static void
+test_key_problem(void)
+{
+    char         buf[128];
+    const char  *m;
+
+#define PROBLEM(s)                                                           \
+    imburse_base64_key_problem((const unsigned char *) (s), strlen(s), buf,  \
+                               sizeof(buf))
+
+    m = PROBLEM("  \n");
+    ok(strcmp(m, "the file is empty") == 0, "empty: %s", m);
+
+    m = PROBLEM("\"c2VjcmV0\"\n");
+    ok(strstr(m, "wrapped in quotes") != NULL, "quotes: %s", m);
+
+    m = PROBLEM("'c2VjcmV0'");
+    ok(strstr(m, "wrapped in quotes") != NULL, "single quotes: %s", m);
+
+    m = PROBLEM("c2Vj-mV0_w\n");
+    ok(strstr(m, "URL-safe") != NULL && strstr(m, "tr -- '-_' '+/'") != NULL,
+       "URL-safe alphabet, with the conversion: %s", m);
+
+    m = PROBLEM("c2Vj\ncmV0\n");
+    ok(strcmp(m, "white space at byte 5: the key must be on one line") == 0,
+       "a line break inside: %s", m);
+
+    m = PROBLEM("  c2V*cmV0");
+    ok(strcmp(m, "\"*\" at byte 6 is not a base64 character") == 0,
+       "the first bad character, by byte in the file: %s", m);
+
+    m = PROBLEM("c2Vj\xc3\xa9mV0");
+    ok(strcmp(m, "byte 0xc3 at byte 5 is not a base64 character") == 0,
+       "a non-ASCII byte: %s", m);
+
+    m = PROBLEM("c2=jcmV0");
+    ok(strstr(m, "\"=\" at byte 3 is not at the end") != NULL,
+       "padding in the middle: %s", m);
+
+    m = PROBLEM("c2VjcmV0c");
+    ok(strstr(m, "9 characters") != NULL && strstr(m, "groups of 4") != NULL,
+       "wrong length: %s", m);
+
+    m = PROBLEM("c2VjcmV0cw");
+    ok(strstr(m, "lacks its \"=\" padding") != NULL, "no padding: %s", m);
+
+    m = PROBLEM("c2VjcmV0cx==");
+    ok(strstr(m, "non-zero bits") != NULL, "non-canonical end: %s", m);
+
+#undef PROBLEM
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -182,6 +235,7 @@ main(int argc, char **argv)
     }
 
     test_base64();
+    test_key_problem();
     test_nonce();
     test_fingerprints();
 
