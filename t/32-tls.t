@@ -23,49 +23,18 @@ use Test::More;
 use File::Basename qw(dirname);
 use lib dirname(__FILE__) . '/lib';
 use ImburseTest;
+use ImburseTLS;
 use MIME::Base64 qw(encode_base64 decode_base64);
 
 my $t = ImburseTest->new;
-my $dir = $t->prefix . '/tls';
-mkdir $dir or die "mkdir $dir: $!";
+my $tls = ImburseTLS->new($t->prefix . '/tls');
+my $dir = $tls->path('');
+$dir =~ s{/$}{};
 
-sub openssl {
-    my @cmd = ('openssl', @_);
-    my $out = qx{@{[ join ' ', map { "'$_'" } @cmd ]} 2>&1};
-    die "openssl @_ failed:\n$out" if $?;
-}
-
-# a CA: NAME.key, NAME.crt
-sub make_ca {
-    my ($name) = @_;
-    openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt',
-        'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
-        '-subj', "/CN=imburse test $name", '-keyout', "$dir/$name.key",
-        '-out', "$dir/$name.crt",
-        '-addext', 'basicConstraints=critical,CA:TRUE',
-        '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
-}
-
-# a server certificate signed by CA for localhost and 127.0.0.1
-sub make_cert {
-    my ($name, $ca) = @_;
-    openssl('req', '-new', '-newkey', 'ec', '-pkeyopt',
-        'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=localhost',
-        '-keyout', "$dir/$name.key", '-out', "$dir/$name.csr");
-    open my $fh, '>', "$dir/$name.ext" or die;
-    print $fh "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-        . "basicConstraints=CA:FALSE\n"
-        . "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n";
-    close $fh;
-    openssl('x509', '-req', '-in', "$dir/$name.csr", '-CA', "$dir/$ca.crt",
-        '-CAkey', "$dir/$ca.key", '-CAcreateserial', '-days', '2',
-        '-extfile', "$dir/$name.ext", '-out', "$dir/$name.crt");
-}
-
-make_ca('ca');
-make_ca('otherca');
-make_cert('server', 'ca');
-make_cert('rogue', 'otherca');
+$tls->ca('ca');
+$tls->ca('otherca');
+$tls->cert('server', 'ca');
+$tls->cert('rogue', 'otherca');
 
 # good: the right CA and name; othername: the right certificate, another
 # expected name; otherca: a certificate for localhost from another CA;

@@ -4,7 +4,9 @@
 # the JSON (hits, locks_taken, locks_lost, redis_errors, redis_down), a key
 # without it has "fleet": null, and ?format=prometheus has the counters
 # imburse_fleet_hits_total, imburse_fleet_locks_taken_total,
-# imburse_fleet_locks_lost_total and imburse_fleet_redis_errors_total.
+# imburse_fleet_locks_lost_total and imburse_fleet_redis_errors_total and
+# the gauge imburse_fleet_redis_down; a request served with the fleet's
+# copy logs $imburse_token_status FLEET.
 
 use strict;
 use warnings;
@@ -40,6 +42,10 @@ my ($first, $second) = @fleet;
 is($first->http_get('/api/one')->{status}, 200, 'first instance: 200');
 is($second->http_get('/api/two')->{status}, 200, 'second instance: 200');
 is($first->stats->{exchanges}, 1, 'one exchange for both');
+is_deeply([$first->token_statuses(wait_for => 1)], ['MISS'],
+    'access log: the first instance waited for its exchange (MISS)');
+is_deeply([$second->token_statuses(wait_for => 1)], ['FLEET'],
+    'access log: the second one for the fleet\'s copy (FLEET)');
 
 ###############################################################################
 # JSON
@@ -95,6 +101,8 @@ ok($s->{fleet}{redis_down}, 'json: Redis down');
 my $text = $first->http_get('/status?format=prometheus')->{body};
 like($text, qr/^imburse_fleet_redis_errors_total\{key="main"\} 1$/m,
     'prometheus: one Redis error');
+like($text, qr/^# TYPE imburse_fleet_redis_down gauge\nimburse_fleet_redis_down\{key="main"\} 1$/m,
+    'prometheus: the gauge imburse_fleet_redis_down says so');
 like($text, qr/^imburse_exchanges_total\{key="solo"\} \d+$/m,
     'prometheus: the key without fleet= has its exchange figures');
 unlike($text, qr/^imburse_fleet_[a-z_]+\{key="solo"\}/m,
