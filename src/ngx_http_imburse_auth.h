@@ -48,7 +48,7 @@ typedef struct {
     ngx_str_t                  fleet;
     ngx_str_t                  fleet_token_key;
     ngx_str_t                  fleet_lock_key;
-    u_char                     fleet_seal_key[32];
+    u_char                    *fleet_seal_key;  /* 32 bytes */
 
     ngx_slab_pool_t           *shpool;
     ngx_http_imburse_entry_t  *entry;           /* in the shared zone */

@@ -26,6 +26,8 @@ static ngx_int_t ngx_http_imburse_internal_location(ngx_conf_t *cf,
     ngx_http_imburse_key_t *key, const char *param, ngx_str_t *uri,
     ngx_http_core_loc_conf_t *clcf);
 
+static void ngx_http_imburse_exit_process(ngx_cycle_t *cycle);
+
 static ngx_int_t ngx_http_imburse_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_imburse_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_imburse_create_main_conf(ngx_conf_t *cf);
@@ -99,7 +101,7 @@ ngx_module_t  ngx_http_imburse_auth_module = {
     ngx_http_imburse_notify_init_process,  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_imburse_notify_exit_process,  /* exit process */
+    ngx_http_imburse_exit_process,         /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -244,7 +246,7 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
     ngx_http_imburse_lookup_t   lk;
 
     key = ctx->key;
-    now_ms = ngx_http_imburse_now_ms();
+    now_ms = ngx_http_imburse_key_now_ms(key);
 
     action = ngx_http_imburse_store_get(key, r->pool,
                                         NGX_HTTP_IMBURSE_BEARER_LEN,
@@ -284,7 +286,7 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
             ctx->status = NGX_HTTP_IMBURSE_FLEET;
         }
 
-        ngx_http_imburse_refresh_watch(key, now_ms, lk.refresh_ms);
+        ngx_http_imburse_refresh_watch(key, lk.refresh_ms - now_ms);
 
         ctx->token = lk.token;
         ctx->expires_ms = lk.expires_ms;
@@ -354,6 +356,14 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
         ctx->status = NGX_HTTP_IMBURSE_ERROR;
         return ngx_http_imburse_unavailable(r, lk.wait);
     }
+}
+
+
+static void
+ngx_http_imburse_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_imburse_exchange_exit();
+    ngx_http_imburse_notify_exit_process(cycle);
 }
 
 

@@ -20,9 +20,14 @@
 /* a token response is a few kilobytes; the largest token is 16k */
 #define NGX_HTTP_IMBURSE_BODY_MAX  32768
 #define NGX_HTTP_IMBURSE_LIFETIME_MAX  (24 * 60 * 60 * 1000LL)
+/* a 401 with the identity's clock this far from the one signed with */
+#define NGX_HTTP_IMBURSE_RESIGN  60000
 
 
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
+
+/* the exchanges this worker runs, for its exit */
+static ngx_queue_t  ngx_http_imburse_exchanges;
 
 
 static ngx_int_t ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x);
@@ -87,6 +92,12 @@ ngx_http_imburse_exchange_start(ngx_http_imburse_key_t *key, ngx_uint_t claim,
     ctx->key = key;
     ctx->x = x;
     ngx_http_set_ctx(r, ctx, ngx_http_imburse_auth_module);
+
+    if (ngx_http_imburse_exchanges.next == NULL) {
+        ngx_queue_init(&ngx_http_imburse_exchanges);
+    }
+
+    ngx_queue_insert_tail(&ngx_http_imburse_exchanges, &x->queue);
 
     x->step = ngx_http_imburse_fleet_first(x);
 
@@ -223,6 +234,7 @@ ngx_http_imburse_exchange_run(ngx_http_imburse_exchange_t *x)
     if (x->step == NGX_HTTP_IMBURSE_STEP_IDENTITY) {
         sctx->exchange = sr;
         x->signed_ = 0;
+        x->sent_ms = ngx_http_imburse_now_ms();
     }
 
     ngx_http_set_ctx(sr, sctx, ngx_http_imburse_auth_module);
@@ -268,11 +280,18 @@ static ngx_http_imburse_step_e
 ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
     ngx_http_request_t *sr, ngx_int_t rc)
 {
+    int64_t      moved;
     ngx_str_t    detail;
     ngx_uint_t   status;
     const char  *cause;
 
     ngx_str_null(&detail);
+
+    /* every answer tells the identity service's time, errors included */
+
+    (void) ngx_http_imburse_clock_measure(x->key, sr, x->sent_ms,
+                                          ngx_http_imburse_now_ms());
+    moved = ngx_http_imburse_store_clock(x->key) - x->signed_offset_ms;
 
     cause = ngx_http_imburse_identity_result(x, sr, rc, &status, &detail);
 
@@ -283,6 +302,21 @@ ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
         return ngx_http_imburse_fleet_after_identity(x, 0);
     }
 
+    if (cause && status == NGX_HTTP_UNAUTHORIZED && !x->resigned
+        && (moved > NGX_HTTP_IMBURSE_RESIGN || -moved > NGX_HTTP_IMBURSE_RESIGN))
+    {
+        /* signed with a clock the identity service rejects: once again */
+
+        ngx_log_error(NGX_LOG_WARN, sr->connection->log, 0,
+                      "imburse key \"%V\": the identity service refused a "
+                      "signature made %L s off its clock, signing again "
+                      "with its time", &x->key->name, moved / 1000);
+
+        x->resigned = 1;
+
+        return NGX_HTTP_IMBURSE_STEP_IDENTITY;
+    }
+
     if (cause) {
         ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
                       "imburse key \"%V\": token exchange failed: %s "
@@ -291,7 +325,9 @@ ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
                       &detail, &x->key->exchange);
 
         ngx_http_imburse_store_fail(x->key, x->claim,
-                                    ngx_http_imburse_now_ms(), cause);
+                                    ngx_http_imburse_now_ms(), cause,
+                                    ngx_http_imburse_retry_after(x->key, sr,
+                                                                 status));
     }
 
     /* the waiting requests go on now, whatever the fleet steps left */
@@ -347,7 +383,9 @@ ngx_http_imburse_identity_result(ngx_http_imburse_exchange_t *x,
         return "out of memory";
     }
 
-    now_ms = ngx_http_imburse_now_ms();
+    /* "expires" is on the identity service's clock */
+
+    now_ms = ngx_http_imburse_key_now_ms(x->key);
 
     trc = imburse_token_parse((char *) body.data, body.len,
                               now_ms, (char *) token.data,
@@ -611,7 +649,8 @@ ngx_http_imburse_exchange_timeout(ngx_event_t *ev)
                       x->key->timeout, &x->key->exchange);
 
         ngx_http_imburse_store_fail(x->key, x->claim,
-                                    ngx_http_imburse_now_ms(), "timed out");
+                                    ngx_http_imburse_now_ms(), "timed out",
+                                    0);
         ngx_http_imburse_wake_all(x->key);
         break;
 
@@ -643,5 +682,32 @@ ngx_http_imburse_exchange_close(ngx_http_imburse_exchange_t *x)
         ngx_delete_posted_event(&x->next);
     }
 
+    ngx_queue_remove(&x->queue);
+
     ngx_http_imburse_owned_close(x->request);
+}
+
+
+/*
+ * A worker that exits with exchanges running (nginx -s stop, the end of
+ * worker_shutdown_timeout) ends them: their connections close, their
+ * memory is freed, and their claims lapse in the zone by their deadline.
+ */
+
+void
+ngx_http_imburse_exchange_exit(void)
+{
+    ngx_queue_t                  *q;
+    ngx_http_imburse_exchange_t  *x;
+
+    if (ngx_http_imburse_exchanges.next == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_http_imburse_exchanges)) {
+        q = ngx_queue_head(&ngx_http_imburse_exchanges);
+        x = ngx_queue_data(q, ngx_http_imburse_exchange_t, queue);
+
+        ngx_http_imburse_exchange_close(x);
+    }
 }

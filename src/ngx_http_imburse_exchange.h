@@ -39,6 +39,7 @@ struct ngx_http_imburse_exchange_s {
     ngx_http_request_t           *sr;         /* the step's subrequest */
     ngx_event_t                   next;       /* posted: the next step */
     ngx_event_t                   deadline;   /* the exchange's bound */
+    ngx_queue_t                   queue;      /* the worker's exchanges */
 
     /* the fleet tier */
     ngx_http_imburse_redis_op_t   op;
@@ -49,9 +50,14 @@ struct ngx_http_imburse_exchange_s {
     int64_t                       expires_ms;
     int64_t                       obtained_ms;
 
+    /* the identity step: when it was asked, with which clock offset */
+    int64_t                       sent_ms;
+    int64_t                       signed_offset_ms;
+
     unsigned                      refresh:1;  /* a valid token exists */
     unsigned                      locked:1;   /* we hold the fleet lock */
     unsigned                      signed_:1;  /* $imburse_hmac evaluated */
+    unsigned                      resigned:1; /* signed again, clock fixed */
 };
 
 
@@ -60,6 +66,9 @@ ngx_int_t ngx_http_imburse_exchange_init(ngx_conf_t *cf);
 /* the claim is the exchange's from now on, whatever the result */
 ngx_int_t ngx_http_imburse_exchange_start(ngx_http_imburse_key_t *key,
     ngx_uint_t claim, ngx_uint_t refresh, ngx_log_t *log);
+
+/* the worker exits: the exchanges still running end with it */
+void ngx_http_imburse_exchange_exit(void);
 
 /* ngx_http_imburse_fleet.c */
 ngx_http_imburse_step_e ngx_http_imburse_fleet_first(
@@ -87,8 +96,9 @@ void ngx_http_imburse_wait_cleanup(ngx_http_imburse_ctx_t *ctx);
 /* ngx_http_imburse_refresh.c */
 void ngx_http_imburse_refresh_init(ngx_http_imburse_key_t *key,
     ngx_log_t *log);
+/* the key served a request; its refresh is due in due_ms */
 void ngx_http_imburse_refresh_watch(ngx_http_imburse_key_t *key,
-    int64_t now_ms, int64_t refresh_ms);
+    int64_t due_ms);
 
 /* ngx_http_imburse_notify.c */
 ngx_int_t ngx_http_imburse_notify_init_module(ngx_cycle_t *cycle);

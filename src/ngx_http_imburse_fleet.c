@@ -104,7 +104,8 @@ ngx_http_imburse_fleet_prepare(ngx_http_imburse_exchange_t *x)
 
         /* the copy lives as long as the token */
         op->ttl = (ngx_msec_t) ngx_max(x->expires_ms
-                                       - ngx_http_imburse_now_ms(), 1);
+                                       - ngx_http_imburse_key_now_ms(key),
+                                       1);
         break;
 
     default: /* NGX_HTTP_IMBURSE_STEP_UNLOCK */
@@ -189,7 +190,7 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
                            NGX_HTTP_IMBURSE_TOKEN_MAX, &expires_ms,
                            &obtained_ms);
 
-    now_ms = ngx_http_imburse_now_ms();
+    now_ms = ngx_http_imburse_key_now_ms(key);
 
     if (n <= 0 || !imburse_token_is_b64token((char *) token.data, n)) {
 
@@ -230,8 +231,9 @@ ngx_http_imburse_fleet_got(ngx_http_imburse_exchange_t *x)
                                    x->request->connection->log)
         != NGX_OK)
     {
-        ngx_http_imburse_store_fail(key, x->claim, now_ms,
-                                    "token does not fit in the imburse zone");
+        ngx_http_imburse_store_fail(key, x->claim, ngx_http_imburse_now_ms(),
+                                    "token does not fit in the imburse zone",
+                                    0);
     }
 
     ngx_http_imburse_wake_all(key);

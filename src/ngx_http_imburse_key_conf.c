@@ -5,6 +5,8 @@
  *                     [refresh=TIME] [retry=TIME] [timeout=TIME] [fleet=URI];
  */
 
+#include <openssl/crypto.h>
+
 #include "ngx_http_imburse_auth.h"
 #include "ngx_imburse_fleet_crypto.h"
 
@@ -19,6 +21,10 @@ static char *ngx_http_imburse_check_key(ngx_conf_t *cf,
     ngx_http_imburse_key_t *key);
 static char *ngx_http_imburse_fleet_keys(ngx_conf_t *cf,
     ngx_http_imburse_key_t *key);
+static ngx_int_t ngx_http_imburse_key_file_mode(ngx_conf_t *cf,
+    ngx_http_imburse_key_t *key, ngx_str_t *path, ngx_file_info_t *fi);
+static u_char *ngx_http_imburse_secret(ngx_pool_t *pool, size_t len);
+static void ngx_http_imburse_secret_cleanup(void *data);
 static ngx_int_t ngx_http_imburse_param(ngx_str_t *arg, const char *name,
     ngx_str_t *value);
 static ngx_int_t ngx_http_imburse_param_time(ngx_conf_t *cf, ngx_str_t *arg,
@@ -188,6 +194,11 @@ ngx_http_imburse_fleet_keys(ngx_conf_t *cf, ngx_http_imburse_key_t *key)
         return NGX_CONF_ERROR;
     }
 
+    key->fleet_seal_key = ngx_http_imburse_secret(cf->pool, 32);
+    if (key->fleet_seal_key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
     if (imburse_fleet_derive_key(key->fleet_seal_key, key->private_key.data,
                                  key->private_key.len, key->public_key.data,
                                  key->public_key.len)
@@ -291,11 +302,8 @@ ngx_http_imburse_read_key_file(ngx_conf_t *cf, ngx_http_imburse_key_t *key,
         goto done;
     }
 
-    if (ngx_file_access(&fi) & 0004) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "private_key_file \"%V\" of imburse_api_key \"%V\" "
-                           "is readable by everyone, restrict it to the user "
-                           "that starts nginx", path, &key->name);
+    if (ngx_http_imburse_key_file_mode(cf, key, path, &fi) != NGX_OK) {
+        goto done;
     }
 
     size = ngx_read_fd(fd, buf, sizeof(buf));
@@ -316,7 +324,7 @@ ngx_http_imburse_read_key_file(ngx_conf_t *cf, ngx_http_imburse_key_t *key,
         goto done;
     }
 
-    p = ngx_pnalloc(cf->pool, (size_t) size * 3 / 4 + 3);
+    p = ngx_http_imburse_secret(cf->pool, (size_t) size * 3 / 4 + 3);
     if (p == NULL) {
         goto done;
     }
@@ -372,6 +380,101 @@ ngx_http_imburse_find_key(ngx_http_imburse_main_conf_t *imcf,
     }
 
     return NULL;
+}
+
+
+/*
+ * The key file is the tenant's secret: someone who can write it can make
+ * the gateway sign with a key of theirs (or read it back), so it must be
+ * written by nobody but its owner, the user who starts nginx (or root).
+ * Reading it is for that user too: group or world read is a warning.
+ */
+
+static ngx_int_t
+ngx_http_imburse_key_file_mode(ngx_conf_t *cf, ngx_http_imburse_key_t *key,
+    ngx_str_t *path, ngx_file_info_t *fi)
+{
+    ngx_uint_t  mode;
+    ngx_uid_t   uid;
+
+    mode = ngx_file_access(fi);
+    uid = geteuid();
+
+    if (fi->st_uid != uid && fi->st_uid != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "private_key_file \"%V\" of imburse_api_key \"%V\" "
+                           "is owned by uid %d: it must belong to the user "
+                           "that starts nginx (uid %d) or to root",
+                           path, &key->name, (int) fi->st_uid, (int) uid);
+        return NGX_ERROR;
+    }
+
+    if (mode & 0022) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "private_key_file \"%V\" of imburse_api_key \"%V\" "
+                           "is writable by %s (mode 0%ui%ui%ui): chmod 600 it",
+                           path, &key->name,
+                           (mode & 0002) ? "everyone" : "its group",
+                           (mode >> 6) & 7, (mode >> 3) & 7, mode & 7);
+        return NGX_ERROR;
+    }
+
+    if (mode & 0044) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "private_key_file \"%V\" of imburse_api_key \"%V\" "
+                           "is readable by %s (mode 0%ui%ui%ui), restrict it "
+                           "to the user that starts nginx: chmod 600 it",
+                           path, &key->name,
+                           (mode & 0004) ? "everyone" : "its group",
+                           (mode >> 6) & 7, (mode >> 3) & 7, mode & 7);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Memory for a secret (the private key's bytes, the fleet's sealing key):
+ * wiped when the pool of the configuration that holds it is destroyed.
+ */
+
+typedef struct {
+    u_char  *data;
+    size_t   len;
+} ngx_http_imburse_secret_t;
+
+
+static u_char *
+ngx_http_imburse_secret(ngx_pool_t *pool, size_t len)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_imburse_secret_t  *sec;
+
+    cln = ngx_pool_cleanup_add(pool, sizeof(ngx_http_imburse_secret_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    sec = cln->data;
+
+    sec->data = ngx_pnalloc(pool, len);
+    if (sec->data == NULL) {
+        return NULL;
+    }
+
+    sec->len = len;
+    cln->handler = ngx_http_imburse_secret_cleanup;
+
+    return sec->data;
+}
+
+
+static void
+ngx_http_imburse_secret_cleanup(void *data)
+{
+    ngx_http_imburse_secret_t  *sec = data;
+
+    OPENSSL_cleanse(sec->data, sec->len);
 }
 
 

@@ -32,14 +32,13 @@ ngx_http_imburse_refresh_init(ngx_http_imburse_key_t *key, ngx_log_t *log)
 
 
 void
-ngx_http_imburse_refresh_watch(ngx_http_imburse_key_t *key, int64_t now_ms,
-    int64_t refresh_ms)
+ngx_http_imburse_refresh_watch(ngx_http_imburse_key_t *key, int64_t due_ms)
 {
-    key->used_ms = now_ms;
+    /* on our clock, as the zone's "stored" time is */
+    key->used_ms = ngx_http_imburse_now_ms();
 
     if (!key->refresh_timer.timer_set) {
-        ngx_add_timer(&key->refresh_timer,
-                      (ngx_msec_t) ngx_max(refresh_ms - now_ms, 1));
+        ngx_add_timer(&key->refresh_timer, (ngx_msec_t) ngx_max(due_ms, 1));
     }
 }
 
@@ -58,7 +57,8 @@ ngx_http_imburse_refresh_handler(ngx_event_t *ev)
         return;
     }
 
-    rc = ngx_http_imburse_store_refresh_due(key, ngx_http_imburse_now_ms(),
+    rc = ngx_http_imburse_store_refresh_due(key,
+                                            ngx_http_imburse_key_now_ms(key),
                                             key->used_ms, &claim, &delay);
 
     if (rc == NGX_AGAIN) {

@@ -14,7 +14,7 @@
 #define NGX_HTTP_IMBURSE_STATUS_HEAD_LEN 8192
 
 /* the Prometheus metrics from this index on exist only for keys with fleet= */
-#define NGX_HTTP_IMBURSE_FIRST_FLEET_METRIC  9
+#define NGX_HTTP_IMBURSE_FIRST_FLEET_METRIC  11
 
 
 static ngx_int_t ngx_http_imburse_status_handler(ngx_http_request_t *r);
@@ -22,6 +22,7 @@ static ngx_uint_t ngx_http_imburse_status_prometheus_wanted(
     ngx_http_request_t *r);
 static ngx_uint_t ngx_http_imburse_accept_q(ngx_str_t *accept,
     const char *type);
+static int64_t ngx_http_imburse_status_seconds(int64_t ms);
 static u_char *ngx_http_imburse_status_json(u_char *p,
     ngx_http_imburse_main_conf_t *imcf, int64_t now_ms);
 static u_char *ngx_http_imburse_status_prometheus(ngx_http_request_t *r,
@@ -248,18 +249,21 @@ ngx_http_imburse_status_json(u_char *p, ngx_http_imburse_main_conf_t *imcf,
     for (i = 0; i < imcf->keys.nelts; i++) {
         ngx_http_imburse_store_stats(&key[i], now_ms, &st);
 
-        expires_in = st.valid ? (st.expires_ms - now_ms) / 1000 : 0;
+        expires_in = st.expires_in;
 
         p = ngx_sprintf(p, "%s\"%V\":{\"valid\":%s,\"expires_in\":%L,"
                         "\"exchange_in_flight\":%s,"
                         "\"exchanges\":%ui,\"failures\":%ui,"
                         "\"consecutive_failures\":%ui,\"revocations\":%ui,"
-                        "\"unrevoked_401\":%ui,\"last_error\":",
+                        "\"unrevoked_401\":%ui,\"clock_offset\":%L,"
+                        "\"next_attempt_in\":%M,\"last_error\":",
                         i ? "," : "", &key[i].name,
                         st.valid ? "true" : "false", expires_in,
                         st.in_flight ? "true" : "false",
                         st.exchanges, st.failures, st.consecutive_failures,
-                        st.revocations, st.unrevoked_401);
+                        st.revocations, st.unrevoked_401,
+                        ngx_http_imburse_status_seconds(st.clock_offset_ms),
+                        (st.next_attempt_ms + 999) / 1000);
 
         p = st.last_error[0] ? ngx_sprintf(p, "\"%s\"", st.last_error)
                              : ngx_sprintf(p, "null");
@@ -326,6 +330,11 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
         { "imburse_unrevoked_401_total", "counter",
           "upstream 401s that did not revoke the key's token (younger "
           "than retry=)" },
+        { "imburse_clock_offset_seconds", "gauge",
+          "the key's identity service clock minus ours, as applied" },
+        { "imburse_next_attempt_in_seconds", "gauge",
+          "seconds until an exchange of the key may run again (back-off, "
+          "Retry-After)" },
         { "imburse_fleet_hits_total", "counter",
           "tokens of the key taken from the fleet's copy in Redis" },
         { "imburse_fleet_locks_taken_total", "counter",
@@ -381,8 +390,7 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
                 p = ngx_sprintf(p, "%d\n", st[i].valid ? 1 : 0);
                 break;
             case 1:
-                p = ngx_sprintf(p, "%L\n", st[i].valid
-                                ? (st[i].expires_ms - now_ms) / 1000 : 0);
+                p = ngx_sprintf(p, "%L\n", st[i].expires_in);
                 break;
             case 2:
                 p = ngx_sprintf(p, "%d\n", st[i].in_flight ? 1 : 0);
@@ -406,15 +414,22 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
                 p = ngx_sprintf(p, "%ui\n", st[i].unrevoked_401);
                 break;
             case 9:
-                p = ngx_sprintf(p, "%ui\n", st[i].fleet_hits);
+                p = ngx_sprintf(p, "%L\n", ngx_http_imburse_status_seconds(
+                                               st[i].clock_offset_ms));
                 break;
             case 10:
-                p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_taken);
+                p = ngx_sprintf(p, "%M\n", (st[i].next_attempt_ms + 999) / 1000);
                 break;
             case 11:
-                p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_lost);
+                p = ngx_sprintf(p, "%ui\n", st[i].fleet_hits);
                 break;
             case 12:
+                p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_taken);
+                break;
+            case 13:
+                p = ngx_sprintf(p, "%ui\n", st[i].fleet_locks_lost);
+                break;
+            case 14:
                 p = ngx_sprintf(p, "%ui\n", st[i].fleet_errors);
                 break;
             default:
@@ -434,4 +449,13 @@ ngx_http_imburse_status_prometheus(ngx_http_request_t *r, u_char *p,
                        "# TYPE imburse_zone_free_bytes gauge\n"
                        "imburse_zone_free_bytes %uz\n",
                        zone_size, zone_free);
+}
+
+
+/* ms to whole seconds, rounded, either sign */
+
+static int64_t
+ngx_http_imburse_status_seconds(int64_t ms)
+{
+    return (ms < 0) ? -((-ms + 500) / 1000) : (ms + 500) / 1000;
 }

@@ -10,7 +10,7 @@
 
 
 /* bump when the layout of the structures below changes */
-#define NGX_HTTP_IMBURSE_LAYOUT      3
+#define NGX_HTTP_IMBURSE_LAYOUT      4
 #define NGX_HTTP_IMBURSE_BACKOFF_MAX 60000
 
 /*
@@ -51,6 +51,9 @@ struct ngx_http_imburse_entry_s {
 
     ngx_msec_t                 retry_at;
     ngx_msec_t                 backoff;
+
+    /* the identity service's clock minus ours, where applied */
+    int64_t                    clock_offset_ms;
 
     ngx_uint_t                 exchanges;
     ngx_uint_t                 failures;
@@ -512,7 +515,7 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
 
 void
 ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key, ngx_uint_t claim,
-    int64_t now_ms, const char *cause)
+    int64_t now_ms, const char *cause, ngx_msec_t at_least)
 {
     ngx_msec_t                 delay;
     ngx_http_imburse_entry_t  *e;
@@ -543,6 +546,9 @@ ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key, ngx_uint_t claim,
         }
 
         delay = e->backoff + (ngx_msec_t) ngx_random() % (e->backoff / 10 + 1);
+
+        /* the identity service's Retry-After, when later */
+        delay = ngx_max(delay, at_least);
 
         e->retry_at = ngx_current_msec + delay;
         e->consecutive_failures++;
@@ -772,6 +778,39 @@ ngx_http_imburse_store_revoked(ngx_http_imburse_key_t *key, ngx_str_t *token)
 }
 
 
+int64_t
+ngx_http_imburse_store_clock(ngx_http_imburse_key_t *key)
+{
+    /* one aligned word, read without the lock */
+    return ((volatile ngx_http_imburse_entry_t *) key->entry)->clock_offset_ms;
+}
+
+
+int64_t
+ngx_http_imburse_store_set_clock(ngx_http_imburse_key_t *key,
+    int64_t offset_ms)
+{
+    int64_t                    old;
+    ngx_http_imburse_entry_t  *e;
+
+    e = key->entry;
+
+    ngx_shmtx_lock(&key->shpool->mutex);
+
+    old = e->clock_offset_ms;
+    e->clock_offset_ms = offset_ms;
+
+    if (old != offset_ms) {
+        /* expiry decisions change: the workers' copies are stale */
+        e->version++;
+    }
+
+    ngx_shmtx_unlock(&key->shpool->mutex);
+
+    return old;
+}
+
+
 ngx_uint_t
 ngx_http_imburse_store_version(ngx_http_imburse_key_t *key)
 {
@@ -819,11 +858,17 @@ ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
 
     ngx_shmtx_lock(&key->shpool->mutex);
 
+    /* on the identity service's clock, as "expires" is */
+    now_ms += e->clock_offset_ms;
+
     st->exchanges = e->exchanges;
     st->failures = e->failures;
     st->consecutive_failures = e->consecutive_failures;
     st->revocations = e->revocations;
     st->unrevoked_401 = e->unrevoked_401;
+    st->clock_offset_ms = e->clock_offset_ms;
+    st->next_attempt_ms = ((ngx_msec_int_t) (e->retry_at - ngx_current_msec)
+                           > 0) ? e->retry_at - ngx_current_msec : 0;
     st->fleet_hits = e->fleet_hits;
     st->fleet_locks_taken = e->fleet_locks_taken;
     st->fleet_locks_lost = e->fleet_locks_lost;
@@ -836,6 +881,7 @@ ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
     st->valid = (e->token_len && now_ms < e->expires_ms
                  && ngx_memcmp(e->key_fp, key->fingerprint,
                                IMBURSE_SHA256_LEN) == 0);
+    st->expires_in = st->valid ? (e->expires_ms - now_ms) / 1000 : 0;
     st->in_flight = (e->owner
                      && (ngx_msec_int_t) (ngx_current_msec - e->deadline) < 0);
 

@@ -45,11 +45,14 @@ typedef struct {
     ngx_uint_t   consecutive_failures;
     ngx_uint_t   revocations;
     ngx_uint_t   unrevoked_401;
+    int64_t      clock_offset_ms;
+    ngx_msec_t   next_attempt_ms;  /* until an exchange may run again */
     ngx_uint_t   fleet_hits;
     ngx_uint_t   fleet_locks_taken;
     ngx_uint_t   fleet_locks_lost;
     ngx_uint_t   fleet_errors;
     int64_t      expires_ms;
+    int64_t      expires_in;       /* seconds, 0 without a valid token */
     int64_t      last_exchange_ms;
     u_char       last_error[NGX_HTTP_IMBURSE_ERROR_LEN];
     u_char       token_fp[IMBURSE_FP_HEX_LEN];
@@ -115,8 +118,10 @@ ngx_uint_t ngx_http_imburse_store_fleet(ngx_http_imburse_key_t *key,
     ngx_http_imburse_fleet_event_e event);
 ngx_uint_t ngx_http_imburse_store_fleet_usable(ngx_http_imburse_key_t *key);
 
+/* at_least: no new attempt before this (the identity's Retry-After) */
 void ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key,
-    ngx_uint_t claim, int64_t now_ms, const char *cause);
+    ngx_uint_t claim, int64_t now_ms, const char *cause,
+    ngx_msec_t at_least);
 
 void ngx_http_imburse_store_release(ngx_http_imburse_key_t *key,
     ngx_uint_t claim);
@@ -134,6 +139,15 @@ ngx_int_t ngx_http_imburse_store_revoke(ngx_http_imburse_key_t *key,
 ngx_uint_t ngx_http_imburse_store_revoked(ngx_http_imburse_key_t *key,
     ngx_str_t *token);
 
+/*
+ * The identity service's clock minus ours, in ms, as applied to signing and
+ * to expiry decisions (0 until an offset of 2 s or more was seen); set
+ * returns the previous one.
+ */
+int64_t ngx_http_imburse_store_clock(ngx_http_imburse_key_t *key);
+int64_t ngx_http_imburse_store_set_clock(ngx_http_imburse_key_t *key,
+    int64_t offset_ms);
+
 /* changes whenever a token is stored or a claim ends: read without lock */
 ngx_uint_t ngx_http_imburse_store_version(ngx_http_imburse_key_t *key);
 ngx_msec_t ngx_http_imburse_store_claim_deadline(ngx_http_imburse_key_t *key);
@@ -141,6 +155,7 @@ ngx_msec_t ngx_http_imburse_store_claim_deadline(ngx_http_imburse_key_t *key);
 void ngx_http_imburse_store_zone_usage(ngx_http_imburse_main_conf_t *imcf,
     size_t *size, size_t *free);
 
+/* now_ms on our clock */
 void ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key,
     int64_t now_ms, ngx_http_imburse_key_stats_t *st);
 

@@ -6,6 +6,7 @@
 #include "ngx_http_imburse_auth.h"
 #include "ngx_http_imburse_clock.h"
 #include "ngx_http_imburse_exchange.h"
+#include "ngx_http_imburse_store.h"
 
 
 static ngx_int_t ngx_http_imburse_hmac_variable(ngx_http_request_t *r,
@@ -158,7 +159,8 @@ ngx_http_imburse_hmac_variable(ngx_http_request_t *r,
                                      key->private_key.data,
                                      key->private_key.len,
                                      nonce, IMBURSE_NONCE_LEN,
-                                     (int64_t) ngx_time(), NULL, 0);
+                                     ngx_http_imburse_key_now_ms(key) / 1000,
+                                     NULL, 0);
     if (len == 0) {
         return NGX_ERROR;
     }
@@ -169,6 +171,7 @@ ngx_http_imburse_hmac_variable(ngx_http_request_t *r,
     v->not_found = 0;
 
     x->signed_ = 1;
+    x->signed_offset_ms = ngx_http_imburse_store_clock(key);
 
     return NGX_OK;
 }
@@ -254,7 +257,7 @@ ngx_http_imburse_ttl_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ttl = (ctx->expires_ms - ngx_http_imburse_now_ms()) / 1000;
+    ttl = (ctx->expires_ms - ngx_http_imburse_key_now_ms(ctx->key)) / 1000;
 
     v->len = ngx_sprintf(v->data, "%L", ttl > 0 ? ttl : 0) - v->data;
     v->valid = 1;

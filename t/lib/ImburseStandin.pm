@@ -288,12 +288,14 @@ sub header_values {
 
 my %REASON = (200 => 'OK', 400 => 'Bad Request', 401 => 'Unauthorized',
     403 => 'Forbidden', 404 => 'Not Found', 500 => 'Internal Server Error',
-    502 => 'Bad Gateway', 503 => 'Service Unavailable');
+    429 => 'Too Many Requests', 502 => 'Bad Gateway',
+    503 => 'Service Unavailable');
 
 sub respond {
-    my ($sock, $status, $ct, $body) = @_;
+    my ($sock, $status, $ct, $body, @headers) = @_;
     $body //= '';
     my $msg = "HTTP/1.1 $status " . ($REASON{$status} // 'Status') . "\r\n"
+        . join('', map { "$_\r\n" } @headers)
         . "Content-Type: $ct\r\n"
         . "Content-Length: " . length($body) . "\r\n"
         . "Connection: close\r\n\r\n" . $body;
@@ -324,8 +326,14 @@ sub handle_identity {
         $st->{inflight}++;
         $st->{max_inflight} = $st->{inflight}
             if $st->{inflight} > $st->{max_inflight};
+        # the tenant's behaviour, for its clock, is known from the header
+        my $claimed = parse_authorization($authz);
+        my $cpk = $claimed ? $claimed->{public_key} : '-';
+        my $offset = ($s->{tenants}{$cpk} // {})->{clock_offset_s}
+            // $s->{global}{clock_offset_s} // 0;
         my ($ok, $reason, $p) = verify(authorization => $authz,
-            body => $req->{body}, keys => $s->{keys}, now => int($now),
+            body => $req->{body}, keys => $s->{keys},
+            now => int($now + $offset),
             seen => $s->{nonces}, max_skew => $s->{global}{max_skew});
         my $pk = $p ? $p->{public_key} : '-';
         my $t = $st->{by_tenant}{$pk} //= { exchanges => 0, ok => 0,
@@ -342,9 +350,10 @@ sub handle_identity {
     alarm(15 + $delay);
     Time::HiRes::sleep($delay) if $delay > 0;
     $now = Time::HiRes::time();
+    my $clock = $now + ($b->{clock_offset_s} // 0);
 
     my ($status, $ct, $body, $issued) = $ok
-        ? identity_response($b, $n, $now)
+        ? identity_response($b, $n, $clock)
         : (401, 'application/json', $JSON->encode({
                errors => [{ errorCode => $ERROR_CODE{$reason} // 'UNKNOWN',
                             message => 'invalid signature' }],
@@ -369,7 +378,33 @@ sub handle_identity {
             $issued->{token};
     });
 
-    respond($sock, $status, $ct, $body);
+    respond($sock, $status, $ct, $body, identity_headers($b, $clock));
+}
+
+my @DAY = qw(Sun Mon Tue Wed Thu Fri Sat);
+my @MON = qw(Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec);
+
+sub http_date {
+    my @t = gmtime int $_[0];
+    return sprintf '%s, %02d %s %04d %02d:%02d:%02d GMT', $DAY[$t[6]], $t[3],
+        $MON[$t[4]], $t[5] + 1900, $t[2], $t[1], $t[0];
+}
+
+# The headers of an identity answer, on the stand-in's clock: Date
+# (date => none | garbage | "literal"), Age (age => N) and Retry-After
+# (retry_after => N seconds, or "date:+N" for an HTTP-date N s ahead).
+sub identity_headers {
+    my ($b, $clock) = @_;
+    my @h;
+    my $date = $b->{date} // '';
+    if ($date eq 'garbage') { push @h, 'Date: yesterday-ish' }
+    elsif ($date ne 'none') { push @h, 'Date: ' . ($date || http_date($clock)) }
+    push @h, "Age: $b->{age}" if defined $b->{age};
+    if (defined(my $ra = $b->{retry_after})) {
+        push @h, 'Retry-After: '
+            . ($ra =~ /^date:\+(\d+)$/ ? http_date($clock + $1) : $ra);
+    }
+    return @h;
 }
 
 sub handle_control {
