@@ -68,7 +68,7 @@ $t->reset_stats;
 sleep($issued + 4.5 - time);
 my $mark = $t->access_mark;
 my $lmark = $t->log_mark;
-sleep($issued + 5.2 - time);
+sleep($issued + 5.4 - time);    # after the latest refresh point (5 % jitter)
 
 my $load = load_for($t->url('/api/x'), 4, 4,
     check => sub { ($_[0]{content} // '') eq "Bearer $token" });
