@@ -60,6 +60,8 @@ typedef struct {
     ngx_queue_t                waiters;
     ngx_event_t                poll;
     ngx_uint_t                 poll_version;
+    ngx_queue_t                listed_link;     /* in imcf->waiting */
+    unsigned                   listed:1;
 
     /*
      * per worker: when the key last served a request here, and the timer
@@ -85,8 +87,14 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                keys;            /* ngx_http_imburse_key_t */
+    ngx_hash_t                 keys_hash;       /* name -> index + 1 */
+    ngx_hash_keys_arrays_t    *names;           /* while parsing */
     size_t                     zone_size;
     ngx_shm_zone_t            *shm_zone;
+    ngx_uint_t                 concurrency;     /* exchanges in flight */
+
+    /* per worker: the keys that have (or had) requests waiting */
+    ngx_queue_t                waiting;
 
     /* wake-up pipes, read and write end per worker slot; this worker's */
     ngx_fd_t                  *notify_fds;
@@ -137,6 +145,9 @@ typedef struct {
 
     /* waiting for a token: allocated by the requests that do */
     ngx_http_imburse_waiter_t *waiter;
+
+    /* an imburse_status request: the page being written */
+    void                      *page;
 } ngx_http_imburse_ctx_t;
 
 
@@ -154,6 +165,11 @@ struct ngx_http_imburse_waiter_s {
 extern ngx_module_t  ngx_http_imburse_auth_module;
 
 
+/* ngx_http_imburse_keys.c */
+ngx_int_t ngx_http_imburse_keys_add(ngx_conf_t *cf,
+    ngx_http_imburse_main_conf_t *imcf, ngx_str_t *name);
+ngx_int_t ngx_http_imburse_keys_hash(ngx_conf_t *cf,
+    ngx_http_imburse_main_conf_t *imcf);
 ngx_http_imburse_key_t *ngx_http_imburse_find_key(
     ngx_http_imburse_main_conf_t *imcf, ngx_str_t *name);
 

@@ -26,6 +26,7 @@ static ngx_int_t ngx_http_imburse_internal_location(ngx_conf_t *cf,
     ngx_http_imburse_key_t *key, const char *param, ngx_str_t *uri,
     ngx_http_core_loc_conf_t *clcf);
 
+static ngx_int_t ngx_http_imburse_init_process(ngx_cycle_t *cycle);
 static void ngx_http_imburse_exit_process(ngx_cycle_t *cycle);
 
 static ngx_int_t ngx_http_imburse_preconfiguration(ngx_conf_t *cf);
@@ -39,6 +40,8 @@ static char *ngx_http_imburse_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static char *ngx_http_imburse_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_imburse_auth(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_imburse_concurrency(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
 
@@ -56,6 +59,13 @@ static ngx_command_t  ngx_http_imburse_commands[] = {
       ngx_http_imburse_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("imburse_exchange_concurrency"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_imburse_concurrency,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_imburse_main_conf_t, concurrency),
       NULL },
 
     { ngx_string("imburse_status"),
@@ -98,7 +108,7 @@ ngx_module_t  ngx_http_imburse_auth_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     ngx_http_imburse_notify_init_module,   /* init module */
-    ngx_http_imburse_notify_init_process,  /* init process */
+    ngx_http_imburse_init_process,         /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     ngx_http_imburse_exit_process,         /* exit process */
@@ -349,13 +359,33 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
             lk.wait = w->give_up;
         }
 
-        return ngx_http_imburse_wait(r, ctx, lk.wait, lk.version);
+        return ngx_http_imburse_wait(r, ctx, lk.wait, lk.version,
+                                     lk.queued
+                                     || (lk.owner && lk.owner != ngx_pid));
 
     default: /* NGX_HTTP_IMBURSE_BACKOFF */
 
         ctx->status = NGX_HTTP_IMBURSE_ERROR;
         return ngx_http_imburse_unavailable(r, lk.wait);
     }
+}
+
+
+static ngx_int_t
+ngx_http_imburse_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_imburse_main_conf_t  *imcf;
+
+    imcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_imburse_auth_module);
+
+    if (imcf && (ngx_process == NGX_PROCESS_WORKER
+                 || ngx_process == NGX_PROCESS_SINGLE))
+    {
+        ngx_http_imburse_zone_init_process(imcf);
+    }
+
+    return ngx_http_imburse_notify_init_process(cycle);
 }
 
 
@@ -508,7 +538,10 @@ ngx_http_imburse_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    ngx_queue_init(&imcf->waiting);
+
     imcf->zone_size = NGX_CONF_UNSET_SIZE;
+    imcf->concurrency = NGX_CONF_UNSET_UINT;
 
     return imcf;
 }
@@ -519,15 +552,17 @@ ngx_http_imburse_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_imburse_main_conf_t  *imcf = conf;
 
-    if (imcf->zone_size == NGX_CONF_UNSET_SIZE) {
-        imcf->zone_size = 1024 * 1024;
-    }
+    ngx_conf_init_uint_value(imcf->concurrency, 8);
 
     if (imcf->keys.nelts == 0) {
         return NGX_CONF_OK;
     }
 
-    if (ngx_http_imburse_store_add_zone(cf, imcf) != NGX_OK) {
+    if (ngx_http_imburse_keys_hash(cf, imcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_imburse_zone_add(cf, imcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -687,4 +722,25 @@ ngx_http_imburse_auth(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_imburse_concurrency(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char                          *rv;
+    ngx_http_imburse_main_conf_t  *imcf = conf;
+
+    rv = ngx_conf_set_num_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_OK && (imcf->concurrency == 0
+                              || imcf->concurrency > 10000))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid imburse_exchange_concurrency, it must be "
+                           "between 1 and 10000");
+        return NGX_CONF_ERROR;
+    }
+
+    return rv;
 }

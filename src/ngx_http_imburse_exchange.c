@@ -685,6 +685,65 @@ ngx_http_imburse_exchange_close(ngx_http_imburse_exchange_t *x)
     ngx_queue_remove(&x->queue);
 
     ngx_http_imburse_owned_close(x->request);
+
+    ngx_http_imburse_exchange_dequeue();
+}
+
+
+/*
+ * A slot of imburse_exchange_concurrency is free: the keys queued behind
+ * the exchanges in flight start theirs, in order, from this worker.  A key
+ * this worker's configuration does not have (a reload is under way) is
+ * given back.
+ */
+
+void
+ngx_http_imburse_exchange_dequeue(void)
+{
+    ngx_str_t                      name;
+    ngx_uint_t                     claim, warm, n;
+    ngx_http_imburse_key_t        *key;
+    ngx_http_imburse_main_conf_t  *imcf;
+
+    if (ngx_exiting || ngx_terminate || ngx_cycle->conf_ctx == NULL) {
+        return;
+    }
+
+    imcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_imburse_auth_module);
+
+    if (imcf == NULL || imcf->keys.nelts == 0) {
+        return;
+    }
+
+    key = imcf->keys.elts;
+
+    for (n = 0; n < imcf->keys.nelts; n++) {
+
+        if (ngx_http_imburse_store_dequeue(key[0].shpool, &name, &claim, &warm)
+            != NGX_OK)
+        {
+            return;
+        }
+
+        key = ngx_http_imburse_find_key(imcf, &name);
+
+        if (key
+            && ngx_http_imburse_exchange_start(key, claim, warm,
+                                               ngx_cycle->log)
+               == NGX_OK)
+        {
+            key = imcf->keys.elts;
+            continue;
+        }
+
+        if (key) {
+            ngx_http_imburse_store_release(key, claim);
+            ngx_http_imburse_wake_all(key);
+        }
+
+        key = imcf->keys.elts;
+    }
 }
 
 

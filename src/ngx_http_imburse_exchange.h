@@ -70,6 +70,9 @@ ngx_int_t ngx_http_imburse_exchange_start(ngx_http_imburse_key_t *key,
 /* the worker exits: the exchanges still running end with it */
 void ngx_http_imburse_exchange_exit(void);
 
+/* a slot is free: start the exchanges of queued keys */
+void ngx_http_imburse_exchange_dequeue(void);
+
 /* ngx_http_imburse_fleet.c */
 ngx_http_imburse_step_e ngx_http_imburse_fleet_first(
     ngx_http_imburse_exchange_t *x);
@@ -82,8 +85,10 @@ ngx_http_imburse_step_e ngx_http_imburse_fleet_after_identity(
 /* ngx_http_imburse_wait.c */
 ngx_http_imburse_waiter_t *ngx_http_imburse_waiter(ngx_http_request_t *r,
     ngx_http_imburse_ctx_t *ctx);
+/* remote: the exchange waited for is not this worker's */
 ngx_int_t ngx_http_imburse_wait(ngx_http_request_t *r,
-    ngx_http_imburse_ctx_t *ctx, ngx_msec_t deadline, ngx_uint_t version);
+    ngx_http_imburse_ctx_t *ctx, ngx_msec_t deadline, ngx_uint_t version,
+    ngx_uint_t remote);
 void ngx_http_imburse_wake(ngx_http_imburse_key_t *key);
 void ngx_http_imburse_wake_all(ngx_http_imburse_key_t *key);
 void ngx_http_imburse_release(ngx_http_imburse_key_t *key, ngx_uint_t claim);

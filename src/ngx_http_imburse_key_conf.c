@@ -45,12 +45,6 @@ ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (ngx_http_imburse_find_key(imcf, &value[1]) != NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate imburse_api_key \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
     for (i = 0; i < value[1].len; i++) {
         c = value[1].data[i];
 
@@ -68,6 +62,10 @@ ngx_http_imburse_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_strcmp(value[1].data, "off") == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"off\" cannot name an imburse_api_key");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_imburse_keys_add(cf, imcf, &value[1]) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -359,27 +357,6 @@ done:
     }
 
     return rv;
-}
-
-
-ngx_http_imburse_key_t *
-ngx_http_imburse_find_key(ngx_http_imburse_main_conf_t *imcf,
-    ngx_str_t *name)
-{
-    ngx_uint_t               i;
-    ngx_http_imburse_key_t  *key;
-
-    key = imcf->keys.elts;
-
-    for (i = 0; i < imcf->keys.nelts; i++) {
-        if (key[i].name.len == name->len
-            && ngx_strncmp(key[i].name.data, name->data, name->len) == 0)
-        {
-            return &key[i];
-        }
-    }
-
-    return NULL;
 }
 
 

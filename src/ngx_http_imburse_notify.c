@@ -217,7 +217,8 @@ ngx_http_imburse_notify_handler(ngx_event_t *ev)
 {
     u_char                         buf[64];
     ssize_t                        n;
-    ngx_uint_t                     i, rounds;
+    ngx_uint_t                     rounds;
+    ngx_queue_t                   *q, *next;
     ngx_err_t                      err;
     ngx_connection_t              *c;
     ngx_http_imburse_key_t        *key;
@@ -260,9 +261,21 @@ ngx_http_imburse_notify_handler(ngx_event_t *ev)
         break;
     }
 
-    key = imcf->keys.elts;
+    /* only the keys with requests waiting: not all of thousands */
 
-    for (i = 0; i < imcf->keys.nelts; i++) {
-        ngx_http_imburse_wake_if_changed(&key[i], "another worker");
+    for (q = ngx_queue_head(&imcf->waiting);
+         q != ngx_queue_sentinel(&imcf->waiting);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        key = ngx_queue_data(q, ngx_http_imburse_key_t, listed_link);
+
+        if (ngx_queue_empty(&key->waiters)) {
+            ngx_queue_remove(q);
+            key->listed = 0;
+            continue;
+        }
+
+        ngx_http_imburse_wake_if_changed(key, "another worker");
     }
 }

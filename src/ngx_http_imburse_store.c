@@ -1,249 +1,31 @@
 /*
- * The token store in shared memory.
+ * The token store's per-key operations (the zone's life is in
+ * ngx_http_imburse_zone.c).
  *
  * Critical sections are a few loads and stores and, on a hit, one copy of
  * the token: no I/O and no logging happens under the zone's mutex.
  */
 
 #include "ngx_http_imburse_clock.h"
-#include "ngx_http_imburse_store.h"
+#include "ngx_http_imburse_zone.h"
 
 
-/* bump when the layout of the structures below changes */
-#define NGX_HTTP_IMBURSE_LAYOUT      4
 #define NGX_HTTP_IMBURSE_BACKOFF_MAX 60000
 
-/*
- * A claim outlives its exchange's own bound by this much: the owner ends
- * an exchange that runs late itself, and only a dead or stuck owner's
- * claim is taken over.
- */
-#define NGX_HTTP_IMBURSE_CLAIM_GRACE 1000
+/* the claim of a dequeued key lasts this long until its exchange starts */
+#define NGX_HTTP_IMBURSE_QUEUED_START 10000
 
 
-typedef struct {
-    ngx_uint_t                 layout;
-    ngx_queue_t                entries;
-} ngx_http_imburse_shctx_t;
-
-
-struct ngx_http_imburse_entry_s {
-    ngx_queue_t                queue;
-    ngx_str_t                  name;
-
-    /* the key that obtained the token: a changed key never reuses it */
-    u_char                     key_fp[IMBURSE_SHA256_LEN];
-    u_char                    *token;
-    size_t                     token_len;
-    size_t                     token_size;
-    int64_t                    expires_ms;
-    int64_t                    refresh_ms;
-    int64_t                    obtained_ms;     /* issued */
-    int64_t                    stored_ms;       /* put here */
-    u_char                     token_fp[IMBURSE_FP_HEX_LEN];
-
-    ngx_atomic_t               version;
-
-    /* single flight: a dead owner's claim ends at its deadline */
-    ngx_pid_t                  owner;
-    ngx_msec_t                 deadline;
-    ngx_uint_t                 claim;
-
-    ngx_msec_t                 retry_at;
-    ngx_msec_t                 backoff;
-
-    /* the identity service's clock minus ours, where applied */
-    int64_t                    clock_offset_ms;
-
-    ngx_uint_t                 exchanges;
-    ngx_uint_t                 failures;
-    ngx_uint_t                 consecutive_failures;
-    ngx_uint_t                 revocations;
-    ngx_uint_t                 unrevoked_401;
-    u_char                     revoked[IMBURSE_SHA256_LEN];
-    u_char                     config_fp[IMBURSE_SHA256_LEN];
-    int64_t                    last_exchange_ms;
-    u_char                     last_error[NGX_HTTP_IMBURSE_ERROR_LEN];
-
-    ngx_uint_t                 fleet_hits;
-    ngx_uint_t                 fleet_locks_taken;
-    ngx_uint_t                 fleet_locks_lost;
-    ngx_uint_t                 fleet_errors;
-    ngx_msec_t                 fleet_skip_until;
-    unsigned                   fleet_down:1;
-    unsigned                   warned_401:1;    /* for this token */
-    unsigned                   from_fleet:1;    /* the token's origin */
-};
-
-
-static ngx_int_t ngx_http_imburse_store_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
-static ngx_http_imburse_entry_t *ngx_http_imburse_store_entry(
-    ngx_slab_pool_t *shpool, ngx_http_imburse_shctx_t *sh, ngx_str_t *name);
-static void ngx_http_imburse_store_claim(ngx_http_imburse_entry_t *e,
-    ngx_http_imburse_key_t *key, ngx_http_imburse_lookup_t *lk);
-static void ngx_http_imburse_store_unclaim(ngx_http_imburse_entry_t *e,
-    ngx_uint_t claim);
+static ngx_int_t ngx_http_imburse_store_claim(ngx_http_imburse_shctx_t *sh,
+    ngx_http_imburse_entry_t *e, ngx_http_imburse_key_t *key,
+    ngx_http_imburse_lookup_t *lk, ngx_uint_t warm);
+static void ngx_http_imburse_store_lapse(ngx_http_imburse_shctx_t *sh);
+static void ngx_http_imburse_store_unclaim(ngx_http_imburse_shctx_t *sh,
+    ngx_http_imburse_entry_t *e, ngx_uint_t claim);
 static void ngx_http_imburse_store_cache(ngx_http_imburse_key_t *key,
     ngx_http_imburse_lookup_t *lk);
-
-
-static ngx_str_t  ngx_http_imburse_zone_name = ngx_string("imburse_auth");
-
-
-ngx_int_t
-ngx_http_imburse_store_add_zone(ngx_conf_t *cf,
-    ngx_http_imburse_main_conf_t *imcf)
-{
-    ngx_shm_zone_t  *shm_zone;
-
-    shm_zone = ngx_shared_memory_add(cf, &ngx_http_imburse_zone_name,
-                                     imcf->zone_size,
-                                     &ngx_http_imburse_auth_module);
-    if (shm_zone == NULL) {
-        return NGX_ERROR;
-    }
-
-    shm_zone->init = ngx_http_imburse_store_init_zone;
-    shm_zone->data = imcf;
-    shm_zone->noreuse = 0;
-
-    imcf->shm_zone = shm_zone;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_imburse_store_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_imburse_main_conf_t  *imcf = shm_zone->data;
-
-    size_t                     len;
-    ngx_uint_t                 i;
-    ngx_slab_pool_t           *shpool;
-    ngx_http_imburse_key_t    *key;
-    ngx_http_imburse_shctx_t  *sh;
-
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-    sh = NULL;
-
-    if (data || shm_zone->shm.exists) {
-        sh = shpool->data;
-
-        if (sh->layout != NGX_HTTP_IMBURSE_LAYOUT) {
-            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
-                          "imburse zone layout changed, tokens dropped");
-            sh = NULL;
-        }
-    }
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    if (sh == NULL) {
-        sh = ngx_slab_alloc_locked(shpool, sizeof(ngx_http_imburse_shctx_t));
-        if (sh == NULL) {
-            goto nomem;
-        }
-
-        sh->layout = NGX_HTTP_IMBURSE_LAYOUT;
-        ngx_queue_init(&sh->entries);
-        shpool->data = sh;
-
-        len = sizeof(" in imburse zone \"\"") + shm_zone->shm.name.len;
-
-        shpool->log_ctx = ngx_slab_alloc_locked(shpool, len);
-        if (shpool->log_ctx == NULL) {
-            goto nomem;
-        }
-
-        ngx_sprintf(shpool->log_ctx, " in imburse zone \"%V\"%Z",
-                    &shm_zone->shm.name);
-
-        shpool->log_nomem = 0;
-    }
-
-    key = imcf->keys.elts;
-
-    for (i = 0; i < imcf->keys.nelts; i++) {
-        key[i].shpool = shpool;
-        key[i].entry = ngx_http_imburse_store_entry(shpool, sh, &key[i].name);
-
-        if (key[i].entry == NULL) {
-            goto nomem;
-        }
-
-        /* a corrected key must not wait out the old key's back-off */
-
-        if (ngx_memcmp(key[i].entry->config_fp, key[i].fingerprint,
-                       IMBURSE_SHA256_LEN)
-            != 0)
-        {
-            ngx_memcpy(key[i].entry->config_fp, key[i].fingerprint,
-                       IMBURSE_SHA256_LEN);
-            key[i].entry->backoff = 0;
-            key[i].entry->retry_at = ngx_current_msec;
-            key[i].entry->consecutive_failures = 0;
-            key[i].entry->fleet_down = 0;
-        }
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    return NGX_OK;
-
-nomem:
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                  "imburse zone \"%V\" is too small for %ui keys",
-                  &shm_zone->shm.name, imcf->keys.nelts);
-
-    return NGX_ERROR;
-}
-
-
-/*
- * Entries are found by name, so a reload keeps tokens.  Entries of keys
- * that left the configuration stay: workers of the old cycle may still be
- * using them.
- */
-
-static ngx_http_imburse_entry_t *
-ngx_http_imburse_store_entry(ngx_slab_pool_t *shpool,
-    ngx_http_imburse_shctx_t *sh, ngx_str_t *name)
-{
-    ngx_queue_t               *q;
-    ngx_http_imburse_entry_t  *e;
-
-    for (q = ngx_queue_head(&sh->entries);
-         q != ngx_queue_sentinel(&sh->entries);
-         q = ngx_queue_next(q))
-    {
-        e = ngx_queue_data(q, ngx_http_imburse_entry_t, queue);
-
-        if (e->name.len == name->len
-            && ngx_strncmp(e->name.data, name->data, name->len) == 0)
-        {
-            return e;
-        }
-    }
-
-    e = ngx_slab_calloc_locked(shpool,
-                               sizeof(ngx_http_imburse_entry_t) + name->len);
-    if (e == NULL) {
-        return NULL;
-    }
-
-    e->name.data = (u_char *) e + sizeof(ngx_http_imburse_entry_t);
-    e->name.len = name->len;
-    ngx_memcpy(e->name.data, name->data, name->len);
-
-    ngx_queue_insert_tail(&sh->entries, &e->queue);
-
-    return e;
-}
+static void ngx_http_imburse_store_key_stats(ngx_http_imburse_key_t *key,
+    int64_t now_ms, ngx_http_imburse_key_stats_t *st);
 
 
 ngx_int_t
@@ -254,6 +36,7 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
     size_t                     size;
     ngx_int_t                  action;
     ngx_http_imburse_entry_t  *e;
+    ngx_http_imburse_shctx_t  *sh;
 
     e = key->entry;
 
@@ -295,6 +78,8 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
         return NGX_ERROR;
     }
 
+    sh = key->shpool->data;
+
     ngx_shmtx_lock(&key->shpool->mutex);
 
     lk->version = e->version;
@@ -325,9 +110,9 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
 
             if ((e->owner == 0
                  || (ngx_msec_int_t) (ngx_current_msec - e->deadline) >= 0)
-                && (ngx_msec_int_t) (ngx_current_msec - e->retry_at) >= 0)
+                && (ngx_msec_int_t) (ngx_current_msec - e->retry_at) >= 0
+                && ngx_http_imburse_store_claim(sh, e, key, lk, 1) == NGX_OK)
             {
-                ngx_http_imburse_store_claim(e, key, lk);
                 action = NGX_HTTP_IMBURSE_USE_REFRESH;
             }
         }
@@ -336,15 +121,21 @@ ngx_http_imburse_store_get(ngx_http_imburse_key_t *key, ngx_pool_t *pool,
                && (ngx_msec_int_t) (ngx_current_msec - e->deadline) < 0)
     {
         lk->wait = e->deadline;
+        lk->owner = e->owner;
         action = NGX_HTTP_IMBURSE_WAIT;
 
     } else if ((ngx_msec_int_t) (e->retry_at - ngx_current_msec) > 0) {
         lk->wait = e->retry_at - ngx_current_msec;
         action = NGX_HTTP_IMBURSE_BACKOFF;
 
-    } else {
-        ngx_http_imburse_store_claim(e, key, lk);
+    } else if (ngx_http_imburse_store_claim(sh, e, key, lk, 0) == NGX_OK) {
         action = NGX_HTTP_IMBURSE_EXCHANGE;
+
+    } else {
+        /* queued behind the exchanges in flight: any worker may start it */
+        lk->wait = ngx_current_msec + key->timeout;
+        lk->queued = 1;
+        action = NGX_HTTP_IMBURSE_WAIT;
     }
 
     ngx_shmtx_unlock(&key->shpool->mutex);
@@ -386,10 +177,45 @@ ngx_http_imburse_store_cache(ngx_http_imburse_key_t *key,
 }
 
 
-static void
-ngx_http_imburse_store_claim(ngx_http_imburse_entry_t *e,
-    ngx_http_imburse_key_t *key, ngx_http_imburse_lookup_t *lk)
+/*
+ * The key's exchange for this worker, if the instance runs fewer than
+ * imburse_exchange_concurrency exchanges (a dead or stuck owner's exchange
+ * taken over keeps its slot); otherwise the key queues, those without a
+ * token ahead of the refreshes.  NGX_OK: claimed; NGX_BUSY: queued.
+ */
+
+static ngx_int_t
+ngx_http_imburse_store_claim(ngx_http_imburse_shctx_t *sh,
+    ngx_http_imburse_entry_t *e, ngx_http_imburse_key_t *key,
+    ngx_http_imburse_lookup_t *lk, ngx_uint_t warm)
 {
+    if (!e->flying && sh->in_flight >= sh->concurrency) {
+        ngx_http_imburse_store_lapse(sh);
+    }
+
+    if (!e->flying && sh->in_flight >= sh->concurrency) {
+
+        if (!e->queued) {
+            ngx_queue_insert_tail(warm ? &sh->warm : &sh->cold, &e->qlink);
+            e->queued = 1;
+            sh->queued++;
+        }
+
+        return NGX_BUSY;
+    }
+
+    if (e->queued) {
+        ngx_queue_remove(&e->qlink);
+        e->queued = 0;
+        sh->queued--;
+    }
+
+    if (!e->flying) {
+        ngx_queue_insert_tail(&sh->flying, &e->flink);
+        e->flying = 1;
+        sh->in_flight++;
+    }
+
     if (e->owner) {
         lk->taken_from = e->owner;
     }
@@ -398,17 +224,91 @@ ngx_http_imburse_store_claim(ngx_http_imburse_entry_t *e,
     e->deadline = ngx_current_msec + key->timeout
                   + NGX_HTTP_IMBURSE_CLAIM_GRACE;
     lk->claim = ++e->claim;
+
+    return NGX_OK;
+}
+
+
+/* the slots of exchanges whose owner died or is stuck past its claim */
+
+static void
+ngx_http_imburse_store_lapse(ngx_http_imburse_shctx_t *sh)
+{
+    ngx_queue_t               *q, *next;
+    ngx_http_imburse_entry_t  *e;
+
+    for (q = ngx_queue_head(&sh->flying);
+         q != ngx_queue_sentinel(&sh->flying);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        e = ngx_queue_data(q, ngx_http_imburse_entry_t, flink);
+
+        if ((ngx_msec_int_t) (ngx_current_msec - e->deadline) >= 0) {
+            ngx_queue_remove(&e->flink);
+            e->flying = 0;
+            sh->in_flight--;
+        }
+    }
 }
 
 
 static void
-ngx_http_imburse_store_unclaim(ngx_http_imburse_entry_t *e, ngx_uint_t claim)
+ngx_http_imburse_store_unclaim(ngx_http_imburse_shctx_t *sh,
+    ngx_http_imburse_entry_t *e, ngx_uint_t claim)
 {
     if (e->claim == claim) {
         e->owner = 0;
+
+        if (e->flying) {
+            ngx_queue_remove(&e->flink);
+            e->flying = 0;
+            sh->in_flight--;
+        }
     }
 
     e->version++;
+}
+
+
+ngx_int_t
+ngx_http_imburse_store_dequeue(ngx_slab_pool_t *shpool, ngx_str_t *name,
+    ngx_uint_t *claim, ngx_uint_t *warm)
+{
+    ngx_int_t                  rc;
+    ngx_queue_t               *q;
+    ngx_http_imburse_entry_t  *e;
+    ngx_http_imburse_shctx_t  *sh;
+
+    sh = shpool->data;
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (sh->queued && sh->in_flight < sh->concurrency) {
+        *warm = ngx_queue_empty(&sh->cold);
+        q = ngx_queue_head(*warm ? &sh->warm : &sh->cold);
+        e = ngx_queue_data(q, ngx_http_imburse_entry_t, qlink);
+
+        ngx_queue_remove(&e->qlink);
+        e->queued = 0;
+        sh->queued--;
+
+        ngx_queue_insert_tail(&sh->flying, &e->flink);
+        e->flying = 1;
+        sh->in_flight++;
+
+        e->owner = ngx_pid;
+        e->deadline = ngx_current_msec + NGX_HTTP_IMBURSE_QUEUED_START;
+        *claim = ++e->claim;
+        *name = e->sn.str;
+
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return rc;
 }
 
 
@@ -461,6 +361,15 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
     if (token->len > e->token_size) {
         p = ngx_slab_alloc_locked(shpool, token->len);
 
+        if (p == NULL
+            && ngx_http_imburse_zone_sweep_tokens(shpool, shpool->data,
+                                                  ngx_http_imburse_now_ms(),
+                                                  1))
+        {
+            /* expired tokens gave their memory back: once more */
+            p = ngx_slab_alloc_locked(shpool, token->len);
+        }
+
         if (p == NULL) {
             ngx_shmtx_unlock(&shpool->mutex);
 
@@ -505,7 +414,7 @@ ngx_http_imburse_store_put(ngx_http_imburse_key_t *key, ngx_uint_t claim,
     e->retry_at = ngx_current_msec;
     e->last_error[0] = '\0';
 
-    ngx_http_imburse_store_unclaim(e, claim);
+    ngx_http_imburse_store_unclaim(key->shpool->data, e, claim);
 
     ngx_shmtx_unlock(&shpool->mutex);
 
@@ -556,7 +465,7 @@ ngx_http_imburse_store_fail(ngx_http_imburse_key_t *key, ngx_uint_t claim,
         ngx_cpystrn(e->last_error, (u_char *) cause, sizeof(e->last_error));
     }
 
-    ngx_http_imburse_store_unclaim(e, claim);
+    ngx_http_imburse_store_unclaim(key->shpool->data, e, claim);
 
     ngx_shmtx_unlock(&key->shpool->mutex);
 }
@@ -569,6 +478,7 @@ ngx_http_imburse_store_refresh_due(ngx_http_imburse_key_t *key,
     ngx_int_t                  rc;
     ngx_msec_int_t             d;
     ngx_http_imburse_entry_t  *e;
+    ngx_http_imburse_lookup_t  lk;
 
     e = key->entry;
     *claim = 0;
@@ -601,11 +511,20 @@ ngx_http_imburse_store_refresh_due(ngx_http_imburse_key_t *key,
         goto done;
     }
 
-    e->owner = ngx_pid;
-    e->deadline = ngx_current_msec + key->timeout
-                  + NGX_HTTP_IMBURSE_CLAIM_GRACE;
-    *claim = ++e->claim;
-    rc = NGX_OK;
+    if (e->queued) {
+        /* whichever worker frees a slot starts it */
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    ngx_memzero(&lk, sizeof(ngx_http_imburse_lookup_t));
+
+    rc = ngx_http_imburse_store_claim(key->shpool->data, e, key, &lk, 1);
+    *claim = lk.claim;
+
+    if (rc == NGX_BUSY) {
+        rc = NGX_DECLINED;
+    }
 
 done:
 
@@ -619,7 +538,7 @@ void
 ngx_http_imburse_store_release(ngx_http_imburse_key_t *key, ngx_uint_t claim)
 {
     ngx_shmtx_lock(&key->shpool->mutex);
-    ngx_http_imburse_store_unclaim(key->entry, claim);
+    ngx_http_imburse_store_unclaim(key->shpool->data, key->entry, claim);
     ngx_shmtx_unlock(&key->shpool->mutex);
 }
 
@@ -657,7 +576,7 @@ ngx_http_imburse_store_defer(ngx_http_imburse_key_t *key, ngx_uint_t claim,
         e->retry_at = ngx_current_msec + delay;
     }
 
-    ngx_http_imburse_store_unclaim(e, claim);
+    ngx_http_imburse_store_unclaim(key->shpool->data, e, claim);
 
     ngx_shmtx_unlock(&key->shpool->mutex);
 }
@@ -826,37 +745,35 @@ ngx_http_imburse_store_claim_deadline(ngx_http_imburse_key_t *key)
 }
 
 
+/* n keys' figures under one hold of the lock */
+
 void
-ngx_http_imburse_store_zone_usage(ngx_http_imburse_main_conf_t *imcf,
-    size_t *size, size_t *free)
+ngx_http_imburse_store_stats(ngx_http_imburse_key_t *keys, ngx_uint_t n,
+    int64_t now_ms, ngx_http_imburse_key_stats_t *stats)
 {
-    ngx_slab_pool_t  *shpool;
+    ngx_uint_t  i;
 
-    *size = 0;
-    *free = 0;
-
-    if (imcf->shm_zone == NULL) {
+    if (n == 0) {
         return;
     }
 
-    shpool = (ngx_slab_pool_t *) imcf->shm_zone->shm.addr;
+    ngx_shmtx_lock(&keys[0].shpool->mutex);
 
-    ngx_shmtx_lock(&shpool->mutex);
-    *size = imcf->shm_zone->shm.size;
-    *free = shpool->pfree * ngx_pagesize;
-    ngx_shmtx_unlock(&shpool->mutex);
+    for (i = 0; i < n; i++) {
+        ngx_http_imburse_store_key_stats(&keys[i], now_ms, &stats[i]);
+    }
+
+    ngx_shmtx_unlock(&keys[0].shpool->mutex);
 }
 
 
-void
-ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
+static void
+ngx_http_imburse_store_key_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
     ngx_http_imburse_key_stats_t *st)
 {
     ngx_http_imburse_entry_t  *e;
 
     e = key->entry;
-
-    ngx_shmtx_lock(&key->shpool->mutex);
 
     /* on the identity service's clock, as "expires" is */
     now_ms += e->clock_offset_ms;
@@ -884,6 +801,5 @@ ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key, int64_t now_ms,
     st->expires_in = st->valid ? (e->expires_ms - now_ms) / 1000 : 0;
     st->in_flight = (e->owner
                      && (ngx_msec_int_t) (ngx_current_msec - e->deadline) < 0);
-
-    ngx_shmtx_unlock(&key->shpool->mutex);
+    st->queued = e->queued;
 }

@@ -34,8 +34,10 @@ typedef struct {
     ngx_msec_t   wait;            /* WAIT: claim deadline, BACKOFF: delay */
     ngx_pid_t    taken_from;      /* the claim's owner timed out */
     ngx_uint_t   version;         /* ngx_http_imburse_store_version() */
+    ngx_pid_t    owner;           /* WAIT: the exchange's worker */
     unsigned     stale:1;         /* the last refresh failed */
     unsigned     from_fleet:1;    /* the token came from the fleet's copy */
+    unsigned     queued:1;        /* WAIT: behind the exchanges in flight */
 } ngx_http_imburse_lookup_t;
 
 
@@ -58,12 +60,30 @@ typedef struct {
     u_char       token_fp[IMBURSE_FP_HEX_LEN];
     unsigned     valid:1;
     unsigned     in_flight:1;
+    unsigned     queued:1;
     unsigned     fleet_down:1;
 } ngx_http_imburse_key_stats_t;
 
 
-ngx_int_t ngx_http_imburse_store_add_zone(ngx_conf_t *cf,
+typedef struct {
+    size_t       size;
+    size_t       free;
+    ngx_uint_t   entries;
+    ngx_uint_t   in_flight;       /* exchanges, the whole instance */
+    ngx_uint_t   queued;          /* keys waiting for one */
+    ngx_uint_t   concurrency;
+} ngx_http_imburse_zone_stats_t;
+
+
+/* ngx_http_imburse_zone.c: the zone's life */
+size_t ngx_http_imburse_zone_needed(ngx_http_imburse_main_conf_t *imcf);
+ngx_int_t ngx_http_imburse_zone_add(ngx_conf_t *cf,
     ngx_http_imburse_main_conf_t *imcf);
+void ngx_http_imburse_zone_init_process(ngx_http_imburse_main_conf_t *imcf);
+void ngx_http_imburse_zone_stats(ngx_http_imburse_main_conf_t *imcf,
+    ngx_http_imburse_zone_stats_t *zs);
+
+/* ngx_http_imburse_store.c: the keys' */
 
 ngx_int_t ngx_http_imburse_store_get(ngx_http_imburse_key_t *key,
     ngx_pool_t *pool, size_t prefix, int64_t now_ms,
@@ -91,8 +111,8 @@ void ngx_http_imburse_store_extend(ngx_http_imburse_key_t *key,
 /*
  * A worker that used the key at used_ms asks whether the key's token is
  * due for a refresh without a request: NGX_OK, claimed (*claim); NGX_AGAIN,
- * ask again in *delay ms; NGX_DECLINED, no valid token, or not used since
- * the token was stored.
+ * ask again in *delay ms; NGX_DECLINED, no valid token, not used since the
+ * token was stored, or queued behind the exchanges in flight.
  */
 ngx_int_t ngx_http_imburse_store_refresh_due(ngx_http_imburse_key_t *key,
     int64_t now_ms, int64_t used_ms, ngx_uint_t *claim, ngx_msec_t *delay);
@@ -152,12 +172,17 @@ int64_t ngx_http_imburse_store_set_clock(ngx_http_imburse_key_t *key,
 ngx_uint_t ngx_http_imburse_store_version(ngx_http_imburse_key_t *key);
 ngx_msec_t ngx_http_imburse_store_claim_deadline(ngx_http_imburse_key_t *key);
 
-void ngx_http_imburse_store_zone_usage(ngx_http_imburse_main_conf_t *imcf,
-    size_t *size, size_t *free);
+/*
+ * After an exchange ended: the next key queued behind the exchanges in
+ * flight, claimed for this worker (its name, in the zone, and its claim;
+ * *warm: it has a valid token).  NGX_DECLINED: none, or no slot free.
+ */
+ngx_int_t ngx_http_imburse_store_dequeue(ngx_slab_pool_t *shpool,
+    ngx_str_t *name, ngx_uint_t *claim, ngx_uint_t *warm);
 
-/* now_ms on our clock */
-void ngx_http_imburse_store_stats(ngx_http_imburse_key_t *key,
-    int64_t now_ms, ngx_http_imburse_key_stats_t *st);
+/* n consecutive keys' figures, one hold of the lock; now_ms on our clock */
+void ngx_http_imburse_store_stats(ngx_http_imburse_key_t *keys,
+    ngx_uint_t n, int64_t now_ms, ngx_http_imburse_key_stats_t *stats);
 
 
 #endif /* _NGX_HTTP_IMBURSE_STORE_H_INCLUDED_ */

@@ -55,11 +55,12 @@ ngx_http_imburse_waiter(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
 
 ngx_int_t
 ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
-    ngx_msec_t deadline, ngx_uint_t version)
+    ngx_msec_t deadline, ngx_uint_t version, ngx_uint_t remote)
 {
-    ngx_msec_int_t              delay;
-    ngx_http_imburse_key_t     *key;
-    ngx_http_imburse_waiter_t  *w;
+    ngx_msec_int_t                 delay;
+    ngx_http_imburse_key_t        *key;
+    ngx_http_imburse_waiter_t     *w;
+    ngx_http_imburse_main_conf_t  *imcf;
 
     key = ctx->key;
     w = ctx->waiter;
@@ -78,6 +79,13 @@ ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
 
     ngx_add_timer(&w->event, (ngx_msec_t) delay);
 
+    if (!key->listed) {
+        /* the keys another worker's wake-up looks at */
+        imcf = ngx_http_get_module_main_conf(r, ngx_http_imburse_auth_module);
+        ngx_queue_insert_tail(&imcf->waiting, &key->listed_link);
+        key->listed = 1;
+    }
+
     ngx_queue_insert_tail(&key->waiters, &w->queue);
     w->waiting = 1;
 
@@ -90,7 +98,12 @@ ngx_http_imburse_wait(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx,
     w->read_handler = r->read_event_handler;
     r->read_event_handler = ngx_http_test_reading;
 
-    if (!key->poll.timer_set) {
+    /*
+     * An exchange of this worker wakes its requests itself; one of another
+     * worker (or one to come, for a queued key) is watched by the timer.
+     */
+
+    if (remote && !key->poll.timer_set) {
         key->poll_version = version;
         ngx_add_timer(&key->poll, ngx_http_imburse_poll_interval());
     }
@@ -118,6 +131,7 @@ ngx_http_imburse_release(ngx_http_imburse_key_t *key, ngx_uint_t claim)
 {
     ngx_http_imburse_store_release(key, claim);
     ngx_http_imburse_wake_all(key);
+    ngx_http_imburse_exchange_dequeue();
 }
 
 

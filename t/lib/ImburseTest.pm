@@ -222,6 +222,9 @@ sub write_config {
     my $load = $self->{module} && !$self->{static}
              ? "load_module $self->{so};\n" : '';
     my $main = $o{main} // '';
+    # IMBURSE_CORE_DIR=DIR: workers that crash leave a core there
+    $main .= "\nworker_rlimit_core 1g;\nworking_directory $ENV{IMBURSE_CORE_DIR};"
+        if $ENV{IMBURSE_CORE_DIR};
     my $events = $o{events} // '';
 
     my $conf = <<"EOF" . $self->render($http) . "\n}\n";
