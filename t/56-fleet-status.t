@@ -85,7 +85,9 @@ for my $i (0, 1) {
 
 $redis->crash;
 my $token = $first->stats->{tokens}[0];
-my $window = $token->{time} + 2.3;    # 4 s token: refresh 2 s ahead
+# 4 s token, refreshed 2 s ahead by the key's timer (in its window): the
+# refresh finds Redis down and exchanges on its own
+my $window = $token->{time} + 2.3;
 sleep $window - time if $window > time;
 is($first->http_get('/api/refresh')->{status}, 200, 'Redis down: still 200');
 my $s;
@@ -95,12 +97,17 @@ while (time < $deadline) {
     last if $s->{exchanges} >= 2 && !$s->{exchange_in_flight};
     sleep 0.05;
 }
-is($s->{exchanges}, 2, 'Redis down: the instance refreshed on its own');
-is($s->{fleet}{redis_errors}, 1, 'json: one Redis error');
+# a slow machine may see the next refresh (2 s on) too: one Redis error an
+# exchange after the first
+cmp_ok($s->{exchanges}, '>=', 2, 'Redis down: the instance refreshed on its '
+    . 'own');
+is($s->{fleet}{redis_errors}, $s->{exchanges} - 1,
+    'json: a Redis error a refresh');
 ok($s->{fleet}{redis_down}, 'json: Redis down');
 my $text = $first->http_get('/status?format=prometheus')->{body};
-like($text, qr/^imburse_fleet_redis_errors_total\{key="main"\} 1$/m,
-    'prometheus: one Redis error');
+my ($errors) = $text =~ /^imburse_fleet_redis_errors_total\{key="main"\} (\d+)$/m;
+cmp_ok($errors // 0, '>=', $s->{fleet}{redis_errors},
+    'prometheus: the Redis errors');
 like($text, qr/^# TYPE imburse_fleet_redis_down gauge\nimburse_fleet_redis_down\{key="main"\} 1$/m,
     'prometheus: the gauge imburse_fleet_redis_down says so');
 like($text, qr/^imburse_exchanges_total\{key="solo"\} \d+$/m,
