@@ -83,7 +83,8 @@ ngx_http_imburse_exchange_start(ngx_http_imburse_key_t *key, ngx_uint_t claim,
     x->claim = claim;
     x->refresh = refresh;
 
-    ngx_http_imburse_exchange_event(x, &x->next, ngx_http_imburse_exchange_next);
+    ngx_http_imburse_exchange_event(x, &x->next,
+                                    ngx_http_imburse_exchange_next);
     ngx_http_imburse_exchange_event(x, &x->timer,
                                     ngx_http_imburse_exchange_timer);
     ngx_http_imburse_exchange_event(x, &x->deadline,
@@ -303,7 +304,8 @@ ngx_http_imburse_identity_done(ngx_http_imburse_exchange_t *x,
     }
 
     if (cause && status == NGX_HTTP_UNAUTHORIZED && !x->resigned
-        && (moved > NGX_HTTP_IMBURSE_RESIGN || -moved > NGX_HTTP_IMBURSE_RESIGN))
+        && (moved > NGX_HTTP_IMBURSE_RESIGN
+            || -moved > NGX_HTTP_IMBURSE_RESIGN))
     {
         /* signed with a clock the identity service rejects: once again */
 
