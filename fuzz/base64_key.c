@@ -6,7 +6,8 @@
  * exactly the documented len * 3 / 4 bytes.  Whatever decodes must be
  * canonical: encoding it again gives back the input minus the white space
  * around it (so no two key files decode to the same secret unnoticed), and
- * what is refused is no canonical encoding (checked against OpenSSL).
+ * what is refused is no canonical encoding (checked against OpenSSL), and
+ * gets a message from imburse_base64_key_problem() that fits its buffer.
  */
 
 #include <stdint.h>
@@ -99,6 +100,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         free(re);
         free(raw);
+    }
+
+    if (n < 0) {
+        /* every refusal gets a message that says what to change */
+        char         msg[128];
+        const char  *why;
+
+        memset(msg, 0x55, sizeof(msg));
+        why = imburse_base64_key_problem(src, size, msg, sizeof(msg));
+
+        if (why == NULL || why[0] == '\0'
+            || (why == msg && memchr(msg, '\0', sizeof(msg)) == NULL))
+        {
+            abort();
+        }
     }
 
     free(dst);
