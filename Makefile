@@ -36,6 +36,14 @@ SHORT_TESTS := t/01-harness.t t/02-build.t t/10-exchange.t \
 MODULE_FLAGS := --with-compat --with-debug --with-threads \
                 --with-http_ssl_module --with-http_v2_module
 
+# Compiled as Debian's module packages are (its dpkg-buildflags, with
+# hardening=+all): -O2 and _FORTIFY_SOURCE find what nginx's default -O
+# does not (an unchecked write(), say), and nginx adds -Werror.
+MODULE_CC_OPT ?= -g -O2 -fstack-protector-strong -Wformat \
+                 -Werror=format-security -D_FORTIFY_SOURCE=2
+MODULE_LD_OPT ?= -Wl,-z,relro -Wl,-z,now
+MODULE_OPT    := --with-cc-opt='$(MODULE_CC_OPT)' --with-ld-opt='$(MODULE_LD_OPT)'
+
 # The nginx that make test NGINX_SRC=... runs: the modules the suite uses,
 # nginx's own default paths (the harness must not need any).
 SERVER_FLAGS := --with-compat --with-debug --with-threads --with-pcre-jit \
@@ -57,7 +65,7 @@ ifeq ($(NGINX_SRC),)
 NGX        := $(BUILD)/nginx-dev
 NGX_ORIGIN := $(DEBIAN_SRC)/src/core/nginx.h $(DEBIAN_SRC)/conf_flags
 # Debian's configure flags, as its own module packages use
-MOD_CONFIGURE = . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}"
+MOD_CONFIGURE = . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" $(MODULE_OPT)
 DEPS_BUILD := build nginx-dev
 DEPS_TEST  := test nginx
 else
@@ -71,7 +79,7 @@ $(if $(NGX_VERSION),,$(error NGINX_SRC=$(NGINX_SRC) is no nginx source \
 NGX        := $(BUILD)/nginx-$(NGX_VERSION)-$(shell printf %s '$(NGX_PATH)' \
                   | sha256sum | cut -c1-8)
 NGX_ORIGIN := $(or $(NGX_DIR),$(NGX_PATH))
-MOD_CONFIGURE = $(CONFIGURE) $(MODULE_FLAGS)
+MOD_CONFIGURE = $(CONFIGURE) $(MODULE_FLAGS) $(MODULE_OPT)
 DEPS_BUILD := build
 DEPS_TEST  := test
 NGINX_TEST := $(NGX)/sbin/nginx
@@ -104,7 +112,7 @@ $(NGX_TREE)/.copied: $(NGX_ORIGIN)
 	touch $@
 
 $(MOD_OBJS)/Makefile: $(NGX_TREE)/.copied config \
-                      $(call stamp,$(NGX)/module.flags,$(MODULE_FLAGS))
+                      $(call stamp,$(NGX)/module.flags,$(MODULE_FLAGS) $(MODULE_CC_OPT) $(MODULE_LD_OPT))
 	@scripts/install-deps $(DEPS_BUILD)
 	rm -rf $(MOD_OBJS)
 	cd $(NGX_TREE) && $(MOD_CONFIGURE) --builddir=$(CURDIR)/$(MOD_OBJS) \
