@@ -189,8 +189,9 @@ ngx_http_imburse_notify_workers(void)
 
     for (i = 0; i < imcf->notify_n; i++) {
         if (i != ngx_worker && imcf->notify_fds[2 * i + 1] != -1) {
-            /* EAGAIN: the pipe is full of wake-ups not yet read */
-            (void) write(imcf->notify_fds[2 * i + 1], "!", 1);
+            if (write(imcf->notify_fds[2 * i + 1], "!", 1) == -1) {
+                /* EAGAIN: the pipe is full of wake-ups not yet read */
+            }
         }
     }
 }

@@ -262,12 +262,18 @@ sub config_text { slurp("$_[0]{prefix}/nginx.conf") }
 ###############################################################################
 # nginx processes
 
+# Before it reads the configuration, nginx logs to the error log compiled
+# in (--error-log-path, default <prefix>/logs/error.log): "-e stderr" (nginx
+# 1.19.5 and later) sends that to stderr, whatever the binary was built
+# with, as Debian's nginx does.
+my @NGINX_OPTIONS = ('-e', 'stderr');
+
 # test_config([HTTP_SNIPPET, %o]) -> (exit code, output of nginx -t)
 sub test_config {
     my ($self, $http, %o) = @_;
     $self->write_config($http, %o) if defined $http;
     my $p = $self->{prefix};
-    my $out = `$NGINX -t -p $p/ -c $p/nginx.conf 2>&1`;
+    my $out = `$NGINX @NGINX_OPTIONS -t -p $p/ -c $p/nginx.conf 2>&1`;
     return ($? >> 8, $out);
 }
 
@@ -287,7 +293,7 @@ sub start {
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$p/stderr.log";
         open STDERR, '>>', "$p/stderr.log";
-        { exec $NGINX, '-p', "$p/", '-c', "$p/nginx.conf" }
+        { exec $NGINX, @NGINX_OPTIONS, '-p', "$p/", '-c', "$p/nginx.conf" }
         POSIX::_exit(127);
     }
     $self->{pid} = $pid;
@@ -808,6 +814,10 @@ format
 C<< main => 'text' >> adds main-context lines, C<< events => 'text' >> adds
 lines to the events block.  As root, workers run as C<nobody>: key files
 (0600 in a 0700 directory) are readable by the master only.
+
+nginx runs with C<-p> (the prefix), C<-c> and C<-e stderr> (nginx 1.19.5
+and later): none of the paths compiled into the binary is used, so any
+nginx build will do.
 
 Placeholders: C<%%PORT%%> (nginx's main port, the one C<start> waits for),
 C<%%PORT2%%>, C<%%PORT3%%> (spare ports for extra server blocks),
