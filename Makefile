@@ -160,7 +160,8 @@ unit: $(UNIT_BINS)
 test:
 	@scripts/install-deps $(DEPS_TEST)
 	@$(MAKE) --no-print-directory $(MODULE) unit $(NGINX_TEST)
-	$(if $(NGINX_TEST),NGINX_BIN=$(CURDIR)/$(NGINX_TEST)) \
+	IMBURSE_MODULE=$(CURDIR)/$(MOD_OBJS)/ngx_http_imburse_auth_module.so \
+	    $(if $(NGINX_TEST),NGINX_BIN=$(CURDIR)/$(NGINX_TEST)) \
 	    prove -I t/lib $(or $(T),-r t/)
 
 test-short:

@@ -5,10 +5,10 @@
  *                     [refresh=TIME] [retry=TIME] [timeout=TIME] [fleet=URI];
  */
 
-#include <openssl/crypto.h>
-
 #include "ngx_http_imburse_auth.h"
 #include "ngx_imburse_fleet_crypto.h"
+
+#include <openssl/crypto.h>
 
 
 /* a 64-byte HMAC key is 88 base64 characters: anything far bigger is wrong */

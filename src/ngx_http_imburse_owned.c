@@ -18,9 +18,9 @@
  *     the main request).
  */
 
-#include <sys/un.h>
-
 #include "ngx_http_imburse_owned.h"
+
+#include <sys/un.h>
 
 
 typedef struct {
