@@ -17,6 +17,10 @@
  * is a connection error, -1 a request whose client hung up.  A summary
  * line goes to stdout.
  *
+ * A PATH with "%d" in it (once, and no other "%"): connection i (from 1)
+ * sends PATH with i in place of "%d", e.g. "/?key=k%d": in a burst, one
+ * request for each of N tenants.
+ *
  * LOADGEN_HANGUP_PCT=N (closed mode): the client of every (100 / N)-th
  * request hangs up as soon as the request is sent, without reading the
  * answer, and the connection is opened again: N % of the requests end
@@ -54,6 +58,8 @@ typedef struct {
     size_t     sent;
     size_t     len;
     long long  start_us;
+    char      *req;               /* its request: "request" or its own */
+    size_t     req_len;
     char       buf[BUF_SIZE];
 } conn_t;
 
@@ -68,6 +74,8 @@ typedef struct {
 static struct sockaddr_in  addr;
 static char                request[1024];
 static size_t              request_len;
+static const char         *path_fmt;      /* with "%d", else NULL */
+static const char         *host;
 static int                 ep;
 
 static sample_t           *samples;
@@ -253,8 +261,8 @@ conn_send(conn_t *c)
 {
     ssize_t  n;
 
-    while (c->sent < request_len) {
-        n = write(c->fd, request + c->sent, request_len - c->sent);
+    while (c->sent < c->req_len) {
+        n = write(c->fd, c->req + c->sent, c->req_len - c->sent);
 
         if (n == -1) {
             if (errno == EAGAIN) {
@@ -305,6 +313,39 @@ conn_read(conn_t *c, int *status, int *keepalive)
     }
 
     return response_complete(c, status, keepalive);
+}
+
+
+/* the request of connection idx: its own when the path has "%d" */
+
+static void
+conn_request(conn_t *c, int idx)
+{
+    char  path[512];
+    int   n;
+
+    if (path_fmt == NULL) {
+        c->req = request;
+        c->req_len = request_len;
+        return;
+    }
+
+    snprintf(path, sizeof(path), path_fmt, idx + 1);
+
+    c->req = malloc(1024);
+    if (c->req == NULL) {
+        perror("malloc");
+        exit(2);
+    }
+
+    n = snprintf(c->req, 1024, "GET %s HTTP/1.1\r\nHost: %s\r\n"
+                 "User-Agent: imburse-bench-loadgen\r\n\r\n", path, host);
+    if (n < 0 || n >= 1024) {
+        fprintf(stderr, "loadgen: path too long\n");
+        exit(2);
+    }
+
+    c->req_len = (size_t) n;
 }
 
 
@@ -385,6 +426,7 @@ closed_loop(int nconns, double seconds)
 
     for (i = 0; i < nconns; i++) {
         conns[i].fd = -1;
+        conn_request(&conns[i], i);
         if (conn_open(&conns[i], i) != 0) {
             fprintf(stderr, "loadgen: cannot connect\n");
             exit(2);
@@ -417,7 +459,7 @@ closed_loop(int nconns, double seconds)
                 c->connecting = 0;
             }
 
-            if (c->sent < request_len) {
+            if (c->sent < c->req_len) {
                 rc = conn_send(c);
                 if (rc == -1) {
                     goto failed;
@@ -515,6 +557,7 @@ burst(int nconns, double timeout)
 
     for (i = 0; i < nconns; i++) {
         conns[i].fd = -1;
+        conn_request(&conns[i], i);
         if (conn_open(&conns[i], i) != 0) {
             fprintf(stderr, "loadgen: cannot connect\n");
             exit(2);
@@ -624,6 +667,29 @@ main(int argc, char **argv)
     if (inet_pton(AF_INET, argv[2], &addr.sin_addr) != 1) {
         fprintf(stderr, "loadgen: bad address %s\n", argv[2]);
         return 2;
+    }
+
+    host = argv[2];
+
+    {
+        const char  *d = strstr(argv[4], "%d");
+        const char  *pc;
+        int          other = 0;
+
+        for (pc = strchr(argv[4], '%'); pc; pc = strchr(pc + 1, '%')) {
+            if (pc != d) {
+                other = 1;
+            }
+        }
+
+        if (d != NULL) {
+            if (other || strlen(argv[4]) > 400) {
+                fprintf(stderr, "loadgen: a PATH has one \"%%d\", no other "
+                                "\"%%\", at most 400 bytes\n");
+                return 2;
+            }
+            path_fmt = argv[4];
+        }
     }
 
     request_len = (size_t) snprintf(request, sizeof(request),
