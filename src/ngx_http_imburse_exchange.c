@@ -695,15 +695,15 @@ ngx_http_imburse_exchange_close(ngx_http_imburse_exchange_t *x)
 /*
  * A slot of imburse_exchange_concurrency is free: the keys queued behind
  * the exchanges in flight start theirs, in order, from this worker.  A key
- * this worker's configuration does not have (a reload is under way) is
- * given back.
+ * this worker's configuration does not have (a reload is under way) stays
+ * queued for the workers that have it.
  */
 
 void
 ngx_http_imburse_exchange_dequeue(void)
 {
-    ngx_str_t                      name;
     ngx_uint_t                     claim, warm, n;
+    ngx_slab_pool_t               *shpool;
     ngx_http_imburse_key_t        *key;
     ngx_http_imburse_main_conf_t  *imcf;
 
@@ -719,32 +719,22 @@ ngx_http_imburse_exchange_dequeue(void)
     }
 
     key = imcf->keys.elts;
+    shpool = key[0].shpool;
 
     for (n = 0; n < imcf->keys.nelts; n++) {
 
-        if (ngx_http_imburse_store_dequeue(key[0].shpool, &name, &claim, &warm)
-            != NGX_OK)
-        {
+        key = ngx_http_imburse_store_dequeue(imcf, shpool, &claim, &warm);
+
+        if (key == NULL) {
             return;
         }
 
-        key = ngx_http_imburse_find_key(imcf, &name);
-
-        if (key
-            && ngx_http_imburse_exchange_start(key, claim, warm,
-                                               ngx_cycle->log)
-               == NGX_OK)
+        if (ngx_http_imburse_exchange_start(key, claim, warm, ngx_cycle->log)
+            != NGX_OK)
         {
-            key = imcf->keys.elts;
-            continue;
-        }
-
-        if (key) {
             ngx_http_imburse_store_release(key, claim);
             ngx_http_imburse_wake_all(key);
         }
-
-        key = imcf->keys.elts;
     }
 }
 

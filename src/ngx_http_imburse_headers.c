@@ -152,6 +152,24 @@ ngx_http_imburse_restore_authorization(ngx_http_request_t *r,
 
 
 /*
+ * A list built in a local variable, moved into the request: a list whose
+ * elements all fit in its first part has "last" pointing at that part,
+ * inside the local; it must point at the request's copy, or the next
+ * ngx_list_push() writes through a stack frame that is gone.
+ */
+
+static void
+ngx_http_imburse_move_list(ngx_list_t *dst, ngx_list_t *src)
+{
+    *dst = *src;
+
+    if (src->last == &src->part) {
+        dst->last = &dst->part;
+    }
+}
+
+
+/*
  * A subrequest shares its parent's header list: it gets a list of its own
  * before its Authorization is replaced.
  */
@@ -193,7 +211,7 @@ ngx_http_imburse_private_headers(ngx_http_request_t *r)
         }
     }
 
-    r->headers_in.headers = headers;
+    ngx_http_imburse_move_list(&r->headers_in.headers, &headers);
 
     return NGX_OK;
 }
@@ -286,7 +304,7 @@ ngx_http_imburse_client_headers(ngx_http_request_t *r, ngx_str_t *client_auth)
         }
     }
 
-    r->headers_in.headers = headers;
+    ngx_http_imburse_move_list(&r->headers_in.headers, &headers);
 
     return NGX_OK;
 }

@@ -34,6 +34,7 @@ typedef struct {
 static ngx_connection_t *ngx_http_imburse_owned_connection(ngx_pool_t *pool,
     ngx_log_t *log);
 static void ngx_http_imburse_owned_free_connection(ngx_connection_t *c);
+static void ngx_http_imburse_owned_event(ngx_event_t *ev);
 static u_char *ngx_http_imburse_owned_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
 static u_char *ngx_http_imburse_owned_log_handler(ngx_http_request_t *r,
@@ -145,6 +146,17 @@ ngx_http_imburse_owned_create(ngx_http_conf_ctx_t *srv_ctx, const char *what,
     /* no access log line: its subrequests have theirs (log_subrequest) */
     r->logged = 1;
 
+    /*
+     * limit_req and limit_conn judge a subrequest by its main request: as
+     * if this one had passed them (their private *_PASSED value, 1).  An
+     * exchange is the module's own traffic, capped by
+     * imburse_exchange_concurrency; all exchanges share the "unix:"
+     * address, and a limit_req inherited by the exchange location would
+     * delay every one of them in one bucket.
+     */
+    r->limit_req_status = 1;
+    r->limit_conn_status = 1;
+
     tp = ngx_timeofday();
     r->start_sec = tp->sec;
     r->start_msec = tp->msec;
@@ -207,10 +219,49 @@ ngx_http_imburse_owned_connection(ngx_pool_t *pool, ngx_log_t *log)
      */
     c->read->active = 1;
     c->write->active = 1;
+
+    /*
+     * No client event ever arrives, but code that delays a request arms a
+     * timer on its connection's events (auth_delay, a buffered
+     * subrequest's write handler): it must find a handler there.
+     */
+    c->read->handler = ngx_http_imburse_owned_event;
+    c->write->handler = ngx_http_imburse_owned_event;
+    c->read->log = clog;
+    c->write->log = clog;
     c->tcp_nodelay = NGX_TCP_NODELAY_DISABLED;
     c->tcp_nopush = NGX_TCP_NOPUSH_DISABLED;
 
     return c;
+}
+
+
+/* as ngx_http_request_handler() does for a client's connection */
+
+static void
+ngx_http_imburse_owned_event(ngx_event_t *ev)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    c = ev->data;
+    r = c->data;
+
+    ngx_http_set_log_request(c->log, r);
+
+    if (ev->delayed && ev->timedout) {
+        ev->delayed = 0;
+        ev->timedout = 0;
+    }
+
+    if (ev->write) {
+        r->write_event_handler(r);
+
+    } else {
+        r->read_event_handler(r);
+    }
+
+    ngx_http_run_posted_requests(c);
 }
 
 

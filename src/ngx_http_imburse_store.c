@@ -271,44 +271,73 @@ ngx_http_imburse_store_unclaim(ngx_http_imburse_shctx_t *sh,
 }
 
 
-ngx_int_t
-ngx_http_imburse_store_dequeue(ngx_slab_pool_t *shpool, ngx_str_t *name,
-    ngx_uint_t *claim, ngx_uint_t *warm)
+/*
+ * The queues are shared by the workers of every configuration still
+ * running: during a reload, a key queued by an older worker may be one
+ * this worker does not have.  It stays queued for the workers that have
+ * it (or until the zone frees the entries of keys no longer configured).
+ */
+
+ngx_http_imburse_key_t *
+ngx_http_imburse_store_dequeue(ngx_http_imburse_main_conf_t *imcf,
+    ngx_slab_pool_t *shpool, ngx_uint_t *claim, ngx_uint_t *warm)
 {
-    ngx_int_t                  rc;
-    ngx_queue_t               *q;
+    ngx_uint_t                 i;
+    ngx_queue_t               *q, *queue[2];
+    ngx_http_imburse_key_t    *key;
     ngx_http_imburse_entry_t  *e;
     ngx_http_imburse_shctx_t  *sh;
 
     sh = shpool->data;
-    rc = NGX_DECLINED;
+    key = NULL;
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    if (sh->queued && sh->in_flight < sh->concurrency) {
-        *warm = ngx_queue_empty(&sh->cold);
-        q = ngx_queue_head(*warm ? &sh->warm : &sh->cold);
-        e = ngx_queue_data(q, ngx_http_imburse_entry_t, qlink);
-
-        ngx_queue_remove(&e->qlink);
-        e->queued = 0;
-        sh->queued--;
-
-        ngx_queue_insert_tail(&sh->flying, &e->flink);
-        e->flying = 1;
-        sh->in_flight++;
-
-        e->owner = ngx_pid;
-        e->deadline = ngx_current_msec + NGX_HTTP_IMBURSE_QUEUED_START;
-        *claim = ++e->claim;
-        *name = e->sn.str;
-
-        rc = NGX_OK;
+    if (!sh->queued || sh->in_flight >= sh->concurrency) {
+        goto done;
     }
+
+    queue[0] = &sh->cold;
+    queue[1] = &sh->warm;
+
+    for (i = 0; i < 2 && key == NULL; i++) {
+        for (q = ngx_queue_head(queue[i]);
+             q != ngx_queue_sentinel(queue[i]);
+             q = ngx_queue_next(q))
+        {
+            e = ngx_queue_data(q, ngx_http_imburse_entry_t, qlink);
+            key = ngx_http_imburse_find_key(imcf, &e->sn.str);
+
+            if (key && key->entry == e) {
+                *warm = i;
+                break;
+            }
+
+            key = NULL;
+        }
+    }
+
+    if (key == NULL) {
+        goto done;
+    }
+
+    ngx_queue_remove(&e->qlink);
+    e->queued = 0;
+    sh->queued--;
+
+    ngx_queue_insert_tail(&sh->flying, &e->flink);
+    e->flying = 1;
+    sh->in_flight++;
+
+    e->owner = ngx_pid;
+    e->deadline = ngx_current_msec + NGX_HTTP_IMBURSE_QUEUED_START;
+    *claim = ++e->claim;
+
+done:
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    return rc;
+    return key;
 }
 
 

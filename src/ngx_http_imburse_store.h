@@ -174,11 +174,12 @@ ngx_msec_t ngx_http_imburse_store_claim_deadline(ngx_http_imburse_key_t *key);
 
 /*
  * After an exchange ended: the next key queued behind the exchanges in
- * flight, claimed for this worker (its name, in the zone, and its claim;
- * *warm: it has a valid token).  NGX_DECLINED: none, or no slot free.
+ * flight that this worker's configuration has, claimed for this worker
+ * (*claim; *warm: it has a valid token).  NULL: none, or no slot free.
  */
-ngx_int_t ngx_http_imburse_store_dequeue(ngx_slab_pool_t *shpool,
-    ngx_str_t *name, ngx_uint_t *claim, ngx_uint_t *warm);
+ngx_http_imburse_key_t *ngx_http_imburse_store_dequeue(
+    ngx_http_imburse_main_conf_t *imcf, ngx_slab_pool_t *shpool,
+    ngx_uint_t *claim, ngx_uint_t *warm);
 
 /* n consecutive keys' figures, one hold of the lock; now_ms on our clock */
 void ngx_http_imburse_store_stats(ngx_http_imburse_key_t *keys,

@@ -21,6 +21,13 @@
 #define NGX_HTTP_IMBURSE_RECLAIM_EVERY  1000
 
 
+/* the processes of older configurations, as the master recorded them */
+typedef struct {
+    ngx_pid_t   pids[NGX_HTTP_IMBURSE_OLD_PIDS];
+    ngx_uint_t  n;
+} ngx_http_imburse_old_t;
+
+
 static ngx_int_t ngx_http_imburse_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_http_imburse_shctx_t *ngx_http_imburse_zone_create(
@@ -30,7 +37,7 @@ static void ngx_http_imburse_zone_generation(ngx_http_imburse_shctx_t *sh,
 static ngx_http_imburse_entry_t *ngx_http_imburse_zone_entry(
     ngx_slab_pool_t *shpool, ngx_http_imburse_shctx_t *sh, ngx_str_t *name);
 static ngx_uint_t ngx_http_imburse_zone_old_alive(
-    ngx_http_imburse_shctx_t *sh);
+    ngx_http_imburse_old_t *old);
 static ngx_uint_t ngx_http_imburse_zone_free_old(ngx_slab_pool_t *shpool,
     ngx_http_imburse_shctx_t *sh);
 static void ngx_http_imburse_zone_reclaim_handler(ngx_event_t *ev);
@@ -39,6 +46,9 @@ static size_t ngx_http_imburse_zone_slot(size_t size);
 
 static ngx_str_t    ngx_http_imburse_zone_name = ngx_string("imburse_auth");
 static ngx_event_t  ngx_http_imburse_reclaim_timer;
+
+/* the configuration generation this worker belongs to */
+static ngx_uint_t   ngx_http_imburse_worker_generation;
 
 
 /*
@@ -395,6 +405,9 @@ ngx_http_imburse_zone_init_process(ngx_http_imburse_main_conf_t *imcf)
 
     sh = ((ngx_slab_pool_t *) imcf->shm_zone->shm.addr)->data;
 
+    /* the master finished this generation's initialisation before forking */
+    ngx_http_imburse_worker_generation = sh->generation;
+
     if (!sh->reclaim) {
         return;
     }
@@ -420,6 +433,7 @@ ngx_http_imburse_zone_reclaim_handler(ngx_event_t *ev)
     ngx_uint_t                 n;
     ngx_slab_pool_t           *shpool;
     ngx_http_imburse_shctx_t  *sh;
+    ngx_http_imburse_old_t     old;
 
     if (ngx_exiting || ngx_quit || ngx_terminate) {
         return;
@@ -428,21 +442,40 @@ ngx_http_imburse_zone_reclaim_handler(ngx_event_t *ev)
     shpool = (ngx_slab_pool_t *) imcf->shm_zone->shm.addr;
     sh = shpool->data;
 
-    if (!sh->reclaim) {
+    /*
+     * Only a worker of the newest generation reclaims: a worker of an older
+     * one may still use the entries it would free, and while the master
+     * initialises a newer generation (a key at a time, the lock let go in
+     * between) the entries not yet stamped look old.  The generation is
+     * checked again when freeing: the pids are tested without the lock.
+     */
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (sh->generation != ngx_http_imburse_worker_generation || !sh->reclaim) {
+        ngx_shmtx_unlock(&shpool->mutex);
         return;
     }
 
-    /* pids, read without the lock: only the master writes them */
+    old.n = sh->old_n;
+    ngx_memcpy(old.pids, sh->old_pids, sizeof(old.pids));
 
-    if (ngx_http_imburse_zone_old_alive(sh)) {
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (ngx_http_imburse_zone_old_alive(&old)) {
         ngx_add_timer(ev, NGX_HTTP_IMBURSE_RECLAIM_EVERY);
         return;
     }
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    n = sh->reclaim ? ngx_http_imburse_zone_free_old(shpool, sh) : 0;
-    sh->reclaim = 0;
+    n = 0;
+
+    if (sh->generation == ngx_http_imburse_worker_generation && sh->reclaim) {
+        n = ngx_http_imburse_zone_free_old(shpool, sh);
+        sh->reclaim = 0;
+    }
+
     size = ngx_http_imburse_zone_sweep_tokens(shpool, sh,
                                               ngx_http_imburse_now_ms(), 0);
 
@@ -458,13 +491,13 @@ ngx_http_imburse_zone_reclaim_handler(ngx_event_t *ev)
 
 
 static ngx_uint_t
-ngx_http_imburse_zone_old_alive(ngx_http_imburse_shctx_t *sh)
+ngx_http_imburse_zone_old_alive(ngx_http_imburse_old_t *old)
 {
     ngx_uint_t  i;
 
-    for (i = 0; i < sh->old_n; i++) {
+    for (i = 0; i < old->n; i++) {
         /* EPERM: the pid is another user's now, not our old worker */
-        if (sh->old_pids[i] != ngx_pid && kill(sh->old_pids[i], 0) == 0) {
+        if (old->pids[i] != ngx_pid && kill(old->pids[i], 0) == 0) {
             return 1;
         }
     }

@@ -4,7 +4,7 @@
 # share their parent's header list: one that runs in a location without
 # imburse_auth (mirror, SSI include, addition) gets the client's own
 # Authorization, or none, never our token; one into an imburse_auth
-# location gets the token (t/45).  And $imburse_hmac, a signed value, is
+# location gets the token (t/45, and a mirror here).  And $imburse_hmac, a signed value, is
 # empty everywhere but in the exchange's own request: the client request's
 # access log never records it, not even through a variable that the
 # exchange location "set" from it (the exchange's variables are its own).
@@ -73,6 +73,18 @@ $t->run(<<'NGINX');
             proxy_pass %%UPSTREAM_URL%%;
         }
 
+        location /plainmirror/ {
+            imburse_auth off;
+            mirror /_authshadow;
+            proxy_pass %%UPSTREAM_URL%%;
+        }
+
+        location = /_authshadow {
+            internal;
+            imburse_auth main;
+            proxy_pass %%UPSTREAM_URL%%/authshadow;
+        }
+
         location /setsig/ {
             imburse_auth setsig;
             proxy_pass %%UPSTREAM_URL%%;
@@ -134,6 +146,25 @@ for my $client ([$CLIENT], []) {
         'addition: the API got our token');
     is_deeply(seen('/plain/before'), $client,
         "addition: the added location got $who");
+}
+
+###############################################################################
+# The other way round: a subrequest into an imburse_auth location from one
+# without it gets the token, added to a header list of its own (a client
+# without Authorization: the token is a new header of that list)
+
+for my $client ([$CLIENT], []) {
+    my %h = @$client ? (Authorization => $CLIENT) : ();
+    my $who = @$client ? 'the client\'s header' : 'no header (as the client)';
+    for my $n (1 .. 3) {
+        reset_upstream();
+        is($t->http_get("/plainmirror/$n", \%h)->{status}, 200,
+            "mirror into imburse_auth, $who ($n): 200");
+        is_deeply(seen("/plainmirror/$n"), $client,
+            "mirror into imburse_auth ($n): the page got $who");
+        is_deeply(seen('/authshadow'), ['Bearer ' . token()],
+            "mirror into imburse_auth ($n): the shadow got our token, once");
+    }
 }
 
 ###############################################################################
