@@ -97,6 +97,8 @@ diag(sprintf '10,000 keys: nginx -t took %.2f s', time - $t0);
 isnt($rc, 0, '10,000 keys in imburse_zone 1m: nginx -t fails');
 like($out, qr/\[emerg\].*imburse_zone 1024k is too small for 10000 keys: they need at least (\d+)k/,
     '... naming imburse_zone and the size needed');
+my ($need) = $out =~ /they need at least (\d+)k/;
+diag("10,000 keys need imburse_zone ${need}k") if defined $need;
 
 $t->start_standin(keys => { map { ("pk-t$_" => $PRIVATE) } 0 .. 9_999 });
 $t->run($big);
