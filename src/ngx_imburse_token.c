@@ -114,7 +114,9 @@ imburse_token_has_nul_escape(const char *body, size_t len)
 
     end = body + len;
 
-    for (p = body; end - p >= 6; p++) {
+    p = body;
+
+    while (end - p >= 6) {
         p = memchr(p, '\\', (size_t) (end - p));
 
         if (p == NULL || end - p < 6) {
@@ -127,8 +129,8 @@ imburse_token_has_nul_escape(const char *body, size_t len)
             return 1;
         }
 
-        /* skip the escaped character: "\\u0000" is no NUL */
-        p++;
+        /* the backslash and the character it escapes: "\\u0000" is no NUL */
+        p += 2;
     }
 
     return 0;

@@ -85,6 +85,12 @@ test_refused(void)
     is_int(parse("{\"accessToken\":\"a\\u0000b\","
                  "\"expires\":\"1700000060000\"}"),
            IMBURSE_TOKEN_BAD_TOKEN, "NUL in the token");
+    is_int(parse("{\"accessToken\":\"t\",\"note\":\"\\\\u0000\","
+                 "\"expires\":\"1700000060000\"}"),
+           IMBURSE_TOKEN_OK, "an escaped backslash before u0000 is no NUL");
+    is_int(parse("{\"accessToken\":\"t\",\"note\":\"\\\\\\u0000\","
+                 "\"expires\":\"1700000060000\"}"),
+           IMBURSE_TOKEN_BAD_TOKEN, "an escaped backslash, then a NUL");
     is_int(parse("{\"accessToken\":\"\\u00e9\",\"expires\":\"1700000060000\"}"),
            IMBURSE_TOKEN_BAD_TOKEN, "non-ASCII in the token");
     is_int(parse("{\"accessToken\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
