@@ -290,6 +290,7 @@ ngx_http_imburse_store_dequeue(ngx_http_imburse_main_conf_t *imcf,
 
     sh = shpool->data;
     key = NULL;
+    e = NULL;
 
     ngx_shmtx_lock(&shpool->mutex);
 
