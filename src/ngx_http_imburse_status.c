@@ -165,8 +165,9 @@ ngx_http_imburse_status_send(ngx_http_request_t *r)
     rc = NGX_OK;
 
     if (ctx->busy) {
-        /* what the client did not take yet, first */
+        /* what the client did not take yet, first; nothing new to add */
         rc = ngx_http_output_filter(r, NULL);
+        cl = NULL;
         ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &cl,
                                 (ngx_buf_tag_t) &ngx_http_imburse_auth_module);
     }
