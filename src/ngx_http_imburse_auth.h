@@ -91,6 +91,7 @@ typedef struct {
     ngx_hash_keys_arrays_t    *names;           /* while parsing */
     size_t                     zone_size;
     ngx_shm_zone_t            *shm_zone;
+    ngx_uint_t                 generation;      /* the zone's, for this one */
     ngx_uint_t                 concurrency;     /* exchanges in flight */
 
     /* per worker: the keys that have (or had) requests waiting */

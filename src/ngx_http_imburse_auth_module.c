@@ -26,6 +26,7 @@ static ngx_int_t ngx_http_imburse_internal_location(ngx_conf_t *cf,
     ngx_http_imburse_key_t *key, const char *param, ngx_str_t *uri,
     ngx_http_core_loc_conf_t *clcf);
 
+static ngx_int_t ngx_http_imburse_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_imburse_init_process(ngx_cycle_t *cycle);
 static void ngx_http_imburse_exit_process(ngx_cycle_t *cycle);
 
@@ -107,7 +108,7 @@ ngx_module_t  ngx_http_imburse_auth_module = {
     ngx_http_imburse_commands,             /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    ngx_http_imburse_notify_init_module,   /* init module */
+    ngx_http_imburse_init_module,          /* init module */
     ngx_http_imburse_init_process,         /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -368,6 +369,15 @@ ngx_http_imburse_lookup(ngx_http_request_t *r, ngx_http_imburse_ctx_t *ctx)
         ctx->status = NGX_HTTP_IMBURSE_ERROR;
         return ngx_http_imburse_unavailable(r, lk.wait);
     }
+}
+
+
+static ngx_int_t
+ngx_http_imburse_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_imburse_zone_commit(cycle);
+
+    return ngx_http_imburse_notify_init_module(cycle);
 }
 
 

@@ -79,6 +79,8 @@ typedef struct {
 size_t ngx_http_imburse_zone_needed(ngx_http_imburse_main_conf_t *imcf);
 ngx_int_t ngx_http_imburse_zone_add(ngx_conf_t *cf,
     ngx_http_imburse_main_conf_t *imcf);
+/* in the master, once the configuration's cycle stands: it takes over */
+void ngx_http_imburse_zone_commit(ngx_cycle_t *cycle);
 void ngx_http_imburse_zone_init_process(ngx_http_imburse_main_conf_t *imcf);
 void ngx_http_imburse_zone_stats(ngx_http_imburse_main_conf_t *imcf,
     ngx_http_imburse_zone_stats_t *zs);

@@ -32,7 +32,7 @@ static ngx_int_t ngx_http_imburse_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_http_imburse_shctx_t *ngx_http_imburse_zone_create(
     ngx_shm_zone_t *shm_zone, ngx_slab_pool_t *shpool);
-static void ngx_http_imburse_zone_generation(ngx_http_imburse_shctx_t *sh,
+static void ngx_http_imburse_zone_take_over(ngx_http_imburse_shctx_t *sh,
     ngx_http_imburse_main_conf_t *imcf);
 static ngx_http_imburse_entry_t *ngx_http_imburse_zone_entry(
     ngx_slab_pool_t *shpool, ngx_http_imburse_shctx_t *sh, ngx_str_t *name);
@@ -46,9 +46,6 @@ static size_t ngx_http_imburse_zone_slot(size_t size);
 
 static ngx_str_t    ngx_http_imburse_zone_name = ngx_string("imburse_auth");
 static ngx_event_t  ngx_http_imburse_reclaim_timer;
-
-/* the configuration generation this worker belongs to */
-static ngx_uint_t   ngx_http_imburse_worker_generation;
 
 
 /*
@@ -180,9 +177,10 @@ ngx_http_imburse_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     ngx_shmtx_lock(&shpool->mutex);
-    ngx_http_imburse_zone_generation(sh, imcf);
-    generation = sh->generation;
+    generation = ++sh->last_generation;
     ngx_shmtx_unlock(&shpool->mutex);
+
+    imcf->generation = generation;
 
     key = imcf->keys.elts;
 
@@ -275,17 +273,48 @@ ngx_http_imburse_zone_create(ngx_shm_zone_t *shm_zone,
 
 
 /*
+ * ngx_init_cycle() calls init_module after the shared zones and the
+ * listening sockets, the last steps that can fail: from here on this
+ * configuration is the one in use.  Before, a reload that failed (a port
+ * in use, another zone too small) would have left the running workers a
+ * generation that is not theirs, and its settings.
+ */
+
+void
+ngx_http_imburse_zone_commit(ngx_cycle_t *cycle)
+{
+    ngx_slab_pool_t               *shpool;
+    ngx_http_imburse_main_conf_t  *imcf;
+
+    imcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_imburse_auth_module);
+
+    if (imcf == NULL || imcf->shm_zone == NULL
+        || ngx_process == NGX_PROCESS_SIGNALLER)
+    {
+        return;
+    }
+
+    shpool = (ngx_slab_pool_t *) imcf->shm_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+    ngx_http_imburse_zone_take_over(shpool->data, imcf);
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
+/*
  * A new configuration: every process running now is of an older one, and
  * entries not configured from now on may be freed once they are all gone.
  */
 
 static void
-ngx_http_imburse_zone_generation(ngx_http_imburse_shctx_t *sh,
+ngx_http_imburse_zone_take_over(ngx_http_imburse_shctx_t *sh,
     ngx_http_imburse_main_conf_t *imcf)
 {
     ngx_int_t  i;
 
-    sh->generation++;
+    sh->generation = imcf->generation;
     sh->concurrency = imcf->concurrency;
     sh->old_n = 0;
 
@@ -405,9 +434,6 @@ ngx_http_imburse_zone_init_process(ngx_http_imburse_main_conf_t *imcf)
 
     sh = ((ngx_slab_pool_t *) imcf->shm_zone->shm.addr)->data;
 
-    /* the master finished this generation's initialisation before forking */
-    ngx_http_imburse_worker_generation = sh->generation;
-
     if (!sh->reclaim) {
         return;
     }
@@ -452,7 +478,7 @@ ngx_http_imburse_zone_reclaim_handler(ngx_event_t *ev)
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    if (sh->generation != ngx_http_imburse_worker_generation || !sh->reclaim) {
+    if (sh->generation != imcf->generation || !sh->reclaim) {
         ngx_shmtx_unlock(&shpool->mutex);
         return;
     }
@@ -471,7 +497,7 @@ ngx_http_imburse_zone_reclaim_handler(ngx_event_t *ev)
 
     n = 0;
 
-    if (sh->generation == ngx_http_imburse_worker_generation && sh->reclaim) {
+    if (sh->generation == imcf->generation && sh->reclaim) {
         n = ngx_http_imburse_zone_free_old(shpool, sh);
         sh->reclaim = 0;
     }
@@ -496,8 +522,14 @@ ngx_http_imburse_zone_old_alive(ngx_http_imburse_old_t *old)
     ngx_uint_t  i;
 
     for (i = 0; i < old->n; i++) {
-        /* EPERM: the pid is another user's now, not our old worker */
-        if (old->pids[i] != ngx_pid && kill(old->pids[i], 0) == 0) {
+        /*
+         * EPERM counts as alive: the old workers may run as another user
+         * than this one (a reload that changed "user"); a pid taken by
+         * another user's process only delays the reclamation.
+         */
+        if (old->pids[i] != ngx_pid
+            && (kill(old->pids[i], 0) == 0 || ngx_errno == NGX_EPERM))
+        {
             return 1;
         }
     }

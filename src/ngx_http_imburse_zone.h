@@ -14,7 +14,7 @@
 
 
 /* bump when the layout of the structures below changes */
-#define NGX_HTTP_IMBURSE_LAYOUT       5
+#define NGX_HTTP_IMBURSE_LAYOUT       6
 
 /*
  * A claim outlives its exchange's own bound by this much: the owner ends
@@ -37,11 +37,15 @@ typedef struct {
 
     /*
      * The configuration generation: each zone initialisation (start,
-     * reload) is one.  An entry last configured two generations ago can be
-     * freed once the processes that were running at the last
-     * initialisation are gone.
+     * reload) takes the next number and stamps its keys' entries with it;
+     * it becomes the zone's generation once its configuration is in use
+     * (the master's init_module: a reload that fails after the zone's
+     * initialisation leaves the running one in charge).  An entry stamped
+     * before the current generation can be freed once the processes that
+     * were running when it took over are gone.
      */
     ngx_uint_t                 generation;
+    ngx_uint_t                 last_generation; /* the last number taken */
     ngx_uint_t                 reclaim;         /* entries to free */
     ngx_pid_t                  old_pids[NGX_HTTP_IMBURSE_OLD_PIDS];
     ngx_uint_t                 old_n;
