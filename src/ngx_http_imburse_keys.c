@@ -74,16 +74,37 @@ ngx_http_imburse_keys_add(ngx_conf_t *cf, ngx_http_imburse_main_conf_t *imcf,
 ngx_int_t
 ngx_http_imburse_keys_hash(ngx_conf_t *cf, ngx_http_imburse_main_conf_t *imcf)
 {
-    ngx_hash_init_t  hinit;
+    size_t            longest, elt;
+    ngx_uint_t        i;
+    ngx_hash_key_t   *names;
+    ngx_hash_init_t   hinit;
 
     if (imcf->names == NULL) {
         return NGX_OK;
     }
 
+    /*
+     * There are no directives to size this hash: a bucket holds four
+     * elements of the longest name (as NGX_HASH_ELT_SIZE counts them), so
+     * that any name up to NGX_HTTP_IMBURSE_NAME_MAX fits and a size within
+     * max_size is found for any number of keys, and few enough that a
+     * lookup compares one or two names.
+     */
+
+    names = imcf->names->keys.elts;
+    longest = 0;
+
+    for (i = 0; i < imcf->names->keys.nelts; i++) {
+        longest = ngx_max(longest, names[i].key.len);
+    }
+
+    elt = sizeof(void *) + ngx_align(longest + 2, sizeof(void *));
+
     hinit.hash = &imcf->keys_hash;
     hinit.key = ngx_hash_key_lc;
     hinit.max_size = ngx_max(1024, 2 * imcf->keys.nelts);
-    hinit.bucket_size = ngx_align(128, ngx_cacheline_size);
+    hinit.bucket_size = ngx_align(ngx_max(128, 4 * elt + sizeof(void *)),
+                                  ngx_cacheline_size);
     hinit.name = "imburse_keys_hash";
     hinit.pool = cf->pool;
     hinit.temp_pool = NULL;

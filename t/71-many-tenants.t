@@ -92,6 +92,16 @@ my ($rc, $out) = $t->test_config($big);
 is($rc, 0, '10,000 keys: nginx -t passes, the zone sized from them')
     or diag $out;
 diag(sprintf '10,000 keys: nginx -t took %.2f s', time - $t0);
+unlike($out, qr/imburse_keys_hash/, '... without a word of the keys\' hash');
+
+# The keys' hash has no directives to size it: long names fit it too
+my $prefix = 'tenant-' . ('n' x 32) . '-';
+($rc, $out) = $t->test_config(keys_conf($prefix, 2_000)
+    . keys_conf('x' x 252, 1) . server_conf());
+is($rc, 0, '2,000 keys of 43 characters and one of 256: nginx -t passes')
+    or diag $out;
+unlike($out, qr/imburse_keys_hash/, '... without a word of the keys\' hash')
+    or diag $out;
 
 ($rc, $out) = $t->test_config("    imburse_zone 1m;\n$big");
 isnt($rc, 0, '10,000 keys in imburse_zone 1m: nginx -t fails');
