@@ -17,6 +17,7 @@
 #define NGX_HTTP_IMBURSE_RETRY_AFTER_MAX  3600
 
 
+static ngx_uint_t ngx_http_imburse_all_digits(ngx_str_t *s);
 static ngx_table_elt_t *ngx_http_imburse_header(ngx_http_upstream_t *u,
     const char *name, size_t len);
 static int64_t ngx_http_imburse_abs(int64_t v);
@@ -130,7 +131,11 @@ ngx_http_imburse_retry_after(ngx_http_imburse_key_t *key,
 
     n = ngx_atoi(h->value.data, h->value.len);
 
-    if (n == NGX_ERROR) {
+    if (n == NGX_ERROR && ngx_http_imburse_all_digits(&h->value)) {
+        /* too many seconds for an integer: more than the cap */
+        n = NGX_HTTP_IMBURSE_RETRY_AFTER_MAX;
+
+    } else if (n == NGX_ERROR) {
         t = ngx_parse_http_time(h->value.data, h->value.len);
 
         if (t == NGX_ERROR) {
@@ -156,6 +161,21 @@ ngx_http_imburse_retry_after(ngx_http_imburse_key_t *key,
     n = ngx_min(n, NGX_HTTP_IMBURSE_RETRY_AFTER_MAX);
 
     return (ngx_msec_t) n * 1000;
+}
+
+
+static ngx_uint_t
+ngx_http_imburse_all_digits(ngx_str_t *s)
+{
+    size_t  i;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] < '0' || s->data[i] > '9') {
+            return 0;
+        }
+    }
+
+    return s->len > 0;
 }
 
 

@@ -40,6 +40,7 @@ my %CASE = (
     twodays   => { clock_offset_s => 2 * 86400 },
     ra429     => { status => 429, retry_after => 6 },
     radate    => { status => 429, retry_after => 'date:+6' },
+    rahuge    => { status => 503, retry_after => '99999999999999999999' },
     codes     => { status => 503, body => '{"errors":[{"errorCode":'
         . '"SERVICE_BUSY","message":"try later"}],"echo":"abcdefghij\/'
         . 'klmnopqrstuvwxyz0123"}' },
@@ -163,6 +164,16 @@ for my $n (qw(ra429 radate)) {
     is($r->{status}, 503, "$n: 2.5 s later: 503 at once");
     is(tenant($n)->{exchanges}, 1, "$n: no exchange before Retry-After");
 }
+
+# more seconds than an integer holds: the cap of an hour, not ignored
+my $r = $t->http_get('/rahuge/x');
+is($r->{status}, 503, 'rahuge: 503');
+cmp_ok($r->{headers}{'retry-after'} // 0, '>=', 3590,
+    'rahuge: Retry-After ' . ($r->{headers}{'retry-after'} // '-')
+    . ' (capped at an hour)');
+cmp_ok($r->{headers}{'retry-after'} // 0, '<=', 3600, 'rahuge: at most an hour');
+is(scalar $t->grep_error_log(qr/key "rahuge": Retry-After/), 0,
+    'rahuge: not taken for garbage');
 
 ###############################################################################
 # Imburse's error body
