@@ -13,6 +13,8 @@
 static size_t imburse_error_add_code(const cJSON *item, char *out,
     size_t size, size_t n, int *count);
 static size_t imburse_token_run(const char *s, size_t len);
+static size_t imburse_escape_len(const char *s, size_t len);
+static int imburse_is_hex(char c);
 
 
 size_t
@@ -101,6 +103,21 @@ imburse_error_add_code(const cJSON *item, char *out, size_t size, size_t n,
         return n;
     }
 
+    /*
+     * Imburse's codes are words in capitals (HMAC_SIGNATURE_INVALID); a
+     * long one in mixed case is more likely a token echoed back than a
+     * code, and is masked like one.
+     */
+
+    if (k >= IMBURSE_ERRBODY_MASK_RUN) {
+        for (i = 0; i < k; i++) {
+            if (code[i] >= 'a' && code[i] <= 'z') {
+                memset(code, '*', k);
+                break;
+            }
+        }
+    }
+
     need = (n ? 2 : 0) + k;
 
     if (n + need + 1 > size) {
@@ -174,18 +191,25 @@ imburse_error_excerpt(const char *body, size_t len, char *out, size_t size)
 }
 
 
-/* the length of the run of token characters at s ("\/" as one) */
+/*
+ * The length of the run of token characters at s.  An escaped character
+ * counts as one of them, so that an escape does not split a token into
+ * short runs left in the clear: JSON's "\/" and "\uXXXX" (serializers
+ * write "+" and "/" so), and URL encoding's "%XX".
+ */
 
 static size_t
 imburse_token_run(const char *s, size_t len)
 {
-    size_t  i;
+    size_t  i, e;
 
     i = 0;
 
     while (i < len) {
-        if (s[i] == '\\' && i + 1 < len && s[i + 1] == '/') {
-            i += 2;
+        e = imburse_escape_len(s + i, len - i);
+
+        if (e) {
+            i += e;
             continue;
         }
 
@@ -197,4 +221,36 @@ imburse_token_run(const char *s, size_t len)
     }
 
     return i;
+}
+
+
+static size_t
+imburse_escape_len(const char *s, size_t len)
+{
+    if (len >= 2 && s[0] == '\\' && s[1] == '/') {
+        return 2;
+    }
+
+    if (len >= 6 && s[0] == '\\' && s[1] == 'u'
+        && imburse_is_hex(s[2]) && imburse_is_hex(s[3])
+        && imburse_is_hex(s[4]) && imburse_is_hex(s[5]))
+    {
+        return 6;
+    }
+
+    if (len >= 3 && s[0] == '%' && imburse_is_hex(s[1])
+        && imburse_is_hex(s[2]))
+    {
+        return 3;
+    }
+
+    return 0;
+}
+
+
+static int
+imburse_is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')
+           || (c >= 'A' && c <= 'F');
 }

@@ -61,6 +61,14 @@ test_codes(void)
     is_int(codes("{\"errors\":{\"errorCode\":\"X\"}}"), 0,
            "errors is not an array");
 
+    n = codes("{\"errorCode\":\"eyJhbGciOiJIUzI1NiJ9eyJzdWIiOiJ4In0\"}");
+    is_str(out, n, "***********************************",
+           "a long code in mixed case is masked: a token echoed back");
+
+    n = codes("{\"errorCode\":\"HMAC_SIGNATURE_TIMESTAMP_INVALID\"}");
+    is_str(out, n, "HMAC_SIGNATURE_TIMESTAMP_INVALID",
+           "a long code in capitals is shown");
+
     n = imburse_error_codes("{\"errorCode\":\"ABCDEFGHIJ\"}", 23, out, 6);
     is_int(n, 0, "a code that does not fit is left out");
 }
@@ -86,6 +94,17 @@ test_excerpt(void)
     n = excerpt("{\"t\":\"abcdefghij\\/klmnopqrstuvwxyz\"}", 128);
     is_str(out, n, "{\"t\":\"****************************\"}",
            "JSON's \\/ escape does not split a run");
+
+    n = excerpt("{\"t\":\"Zm9vYmFyYmF6cXV4\\u002bcXV1eHh4eXl5\"}", 128);
+    is_str(out, n, "{\"t\":\"**********************************\"}",
+           "JSON's \\u escape does not split a run");
+
+    n = excerpt("t=Zm9vYmFyYmF6cXV4%2BcXV1eHh4eXl5&x=1", 128);
+    is_str(out, n, "t=*******************************&x=1",
+           "nor does URL encoding");
+
+    n = excerpt("{\"m\":\"can\\u0027t sign\"}", 128);
+    is_str(out, n, "{\"m\":\"can\\u0027t sign\"}", "an escape in words stays");
 
     n = excerpt("{\"t\":\"short\\/run\"}", 128);
     is_str(out, n, "{\"t\":\"short\\/run\"}", "a short run stays");
