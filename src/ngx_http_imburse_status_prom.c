@@ -184,29 +184,32 @@ ngx_http_imburse_status_prometheus_wanted(ngx_http_request_t *r)
                && ngx_strncmp(format.data, "prometheus", 10) == 0;
     }
 
-    ngx_str_null(&accept);
+    /* several Accept lines are one list (RFC 9110, 5.3) */
+
+    text = 0;
+    json = 0;
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-            if (h[i].key.len == 6
-                && ngx_strncasecmp(h[i].key.data, (u_char *) "accept", 6)
-                   == 0)
+            if (h[i].key.len != 6
+                || ngx_strncasecmp(h[i].key.data, (u_char *) "accept", 6)
+                   != 0)
             {
-                accept = h[i].value;
+                continue;
             }
+
+            accept = h[i].value;
+
+            text = ngx_max(text, ngx_http_imburse_accept_q(&accept,
+                                                           "text/plain"));
+            text = ngx_max(text, ngx_http_imburse_accept_q(&accept,
+                                               "application/openmetrics-text"));
+            json = ngx_max(json, ngx_http_imburse_accept_q(&accept,
+                                                           "application/json"));
         }
     }
-
-    if (accept.len == 0) {
-        return 0;
-    }
-
-    text = ngx_max(ngx_http_imburse_accept_q(&accept, "text/plain"),
-                   ngx_http_imburse_accept_q(&accept,
-                                             "application/openmetrics-text"));
-    json = ngx_http_imburse_accept_q(&accept, "application/json");
 
     return text > json;
 }
@@ -227,14 +230,14 @@ ngx_http_imburse_accept_q(ngx_str_t *accept, const char *type)
     best = 0;
 
     while (p < end) {
-        while (p < end && (*p == ' ' || *p == ',')) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) {
             p++;
         }
 
         if ((size_t) (end - p) >= len
             && ngx_strncasecmp(p, (u_char *) type, len) == 0
             && (p + len == end || p[len] == ';' || p[len] == ','
-                || p[len] == ' '))
+                || p[len] == ' ' || p[len] == '\t'))
         {
             v = 1000;
             p += len;
@@ -242,8 +245,9 @@ ngx_http_imburse_accept_q(ngx_str_t *accept, const char *type)
             /* parameters up to the next range: only q matters */
 
             while (p < end && *p != ',') {
-                if (*p == 'q' && p + 1 < end && p[1] == '='
-                    && (p[-1] == ';' || p[-1] == ' '))
+                /* "q" is case-insensitive, like every parameter name */
+                if ((*p == 'q' || *p == 'Q') && p + 1 < end && p[1] == '='
+                    && (p[-1] == ';' || p[-1] == ' ' || p[-1] == '\t'))
                 {
                     q = p + 2;
                     v = (q < end && *q == '1') ? 1000 : 0;

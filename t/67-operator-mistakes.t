@@ -246,6 +246,22 @@ $r = $t->http_get('/imburse-status',
     { Accept => 'application/json, text/plain;q=0.9' }, port => $t->port2);
 like($r->{headers}{'content-type'}, qr{^application/json},
     'JSON preferred to text/plain: JSON');
+# parameter names are case-insensitive, white space may be a tab, and
+# several Accept lines are one list
+for my $case (
+    [ 'text/plain;Q=0.1, application/json;q=0.5', 'application/json' ],
+    [ "text/plain;\tq=0.1, application/json;q=0.5", 'application/json' ],
+    [ ['text/plain', 'application/json;q=0.2'], 'text/plain' ],
+    [ ['text/plain;q=0.2', 'application/json'], 'application/json' ],
+) {
+    my ($accept, $type) = @$case;
+    $r = $t->http_get('/imburse-status', { Accept => $accept },
+        port => $t->port2);
+    my $shown = ref $accept ? join(' + ', @$accept) : $accept;
+    $shown =~ s/\t/\\t/g;
+    like($r->{headers}{'content-type'}, qr{^\Q$type\E},
+        "Accept: $shown: $type");
+}
 $r = $t->http_get('/imburse-status?format=json', { Accept => 'text/plain' },
     port => $t->port2);
 like($r->{headers}{'content-type'}, qr{^application/json},
