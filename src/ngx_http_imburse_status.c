@@ -84,7 +84,6 @@ ngx_http_imburse_status_handler(ngx_http_request_t *r)
     ctx->keys = imcf->keys.elts;
     ctx->nkeys = imcf->keys.nelts;
     ctx->prometheus = ngx_http_imburse_status_prometheus_wanted(r);
-    ctx->now_ms = ngx_http_imburse_now_ms();
     ctx->last = (r == r->main);
 
     if (ngx_http_arg(r, (u_char *) "key", 3, &name) == NGX_OK) {
@@ -175,6 +174,11 @@ ngx_http_imburse_status_send(ngx_http_request_t *r)
     while (rc != NGX_ERROR && !ctx->done) {
         cl = ngx_http_imburse_status_buf(r, ctx);
         if (cl == NULL) {
+            if (ctx->busy == NULL) {
+                /* no memory, and no write event will come to try again */
+                rc = NGX_ERROR;
+            }
+
             break;
         }
 
@@ -317,7 +321,8 @@ ngx_http_imburse_status_keys(ngx_http_imburse_status_ctx_t *ctx,
         return 0;
     }
 
-    ngx_http_imburse_store_stats(key, n, ctx->now_ms, st);
+    /* now, not when the page began: a slow client can take a while */
+    ngx_http_imburse_store_stats(key, n, ngx_http_imburse_now_ms(), st);
 
     for (i = 0; i < n; i++) {
         b->last = ctx->prometheus

@@ -29,7 +29,6 @@ typedef struct {
     ngx_uint_t                        nkeys;
     ngx_uint_t                        next;       /* the next key */
     ngx_uint_t                        fleets;     /* keys with fleet= */
-    int64_t                           now_ms;
 
     ngx_http_imburse_status_stage_e   stage;
     ngx_uint_t                        part;       /* the format's own */
