@@ -259,6 +259,16 @@ ngx_http_imburse_exchange_done(ngx_http_request_t *sr, void *data,
 {
     ngx_http_imburse_exchange_t  *x = data;
 
+    /*
+     * A body filter's NGX_ERROR (nginx's "too big subrequest response"
+     * after an X-Accel-Redirect, for one) marks the connection, and nginx
+     * would then terminate the module's own request and free it under the
+     * exchange.  The connection has no socket that could have failed: the
+     * error is this step's, and is judged as one below.
+     */
+
+    sr->connection->error = 0;
+
     if (rc != NGX_AGAIN && x->sr == sr) {
         x->sr = NULL;
 
