@@ -294,6 +294,11 @@ ngx_http_imburse_store_dequeue(ngx_http_imburse_main_conf_t *imcf,
 
     ngx_shmtx_lock(&shpool->mutex);
 
+    /* places held by exchanges past their deadline (a worker that died) */
+    if (sh->queued && sh->in_flight >= sh->concurrency) {
+        ngx_http_imburse_store_lapse(sh);
+    }
+
     if (!sh->queued || sh->in_flight >= sh->concurrency) {
         goto done;
     }
