@@ -491,9 +491,10 @@ ngx_http_imburse_error_detail(ngx_http_request_t *sr, ngx_str_t *body,
 /*
  * The exchange's response body is kept by our own body filter: nginx's
  * in-memory subrequests fail the client's connection when the body is
- * bigger than subrequest_output_buffer_size.  An error_page inside the
- * exchange location resets the subrequest's context, and its body then
- * takes nginx's own way into sr->out.
+ * bigger than subrequest_output_buffer_size.  An internal redirect of the
+ * exchange (an identity's X-Accel-Redirect, try_files) resets the
+ * subrequest's context, and its body then takes nginx's own way into
+ * sr->out, where a big one is an error (ngx_http_imburse_exchange_done).
  */
 
 static ngx_int_t
