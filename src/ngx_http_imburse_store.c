@@ -20,6 +20,7 @@ static ngx_int_t ngx_http_imburse_store_claim(ngx_http_imburse_shctx_t *sh,
     ngx_http_imburse_entry_t *e, ngx_http_imburse_key_t *key,
     ngx_http_imburse_lookup_t *lk, ngx_uint_t warm);
 static void ngx_http_imburse_store_lapse(ngx_http_imburse_shctx_t *sh);
+static ngx_uint_t ngx_http_imburse_store_full(ngx_http_imburse_shctx_t *sh);
 static void ngx_http_imburse_store_unclaim(ngx_http_imburse_shctx_t *sh,
     ngx_http_imburse_entry_t *e, ngx_uint_t claim);
 static void ngx_http_imburse_store_cache(ngx_http_imburse_key_t *key,
@@ -189,11 +190,7 @@ ngx_http_imburse_store_claim(ngx_http_imburse_shctx_t *sh,
     ngx_http_imburse_entry_t *e, ngx_http_imburse_key_t *key,
     ngx_http_imburse_lookup_t *lk, ngx_uint_t warm)
 {
-    if (!e->flying && sh->in_flight >= sh->concurrency) {
-        ngx_http_imburse_store_lapse(sh);
-    }
-
-    if (!e->flying && sh->in_flight >= sh->concurrency) {
+    if (!e->flying && ngx_http_imburse_store_full(sh)) {
 
         if (!e->queued) {
             ngx_queue_insert_tail(warm ? &sh->warm : &sh->cold, &e->qlink);
@@ -230,6 +227,23 @@ ngx_http_imburse_store_claim(ngx_http_imburse_shctx_t *sh,
 
 
 /* the slots of exchanges whose owner died or is stuck past its claim */
+
+/*
+ * Whether every place under imburse_exchange_concurrency is taken, once
+ * the places of exchanges past their deadline (a worker that died) are
+ * given back.
+ */
+
+static ngx_uint_t
+ngx_http_imburse_store_full(ngx_http_imburse_shctx_t *sh)
+{
+    if (sh->in_flight >= sh->concurrency) {
+        ngx_http_imburse_store_lapse(sh);
+    }
+
+    return sh->in_flight >= sh->concurrency;
+}
+
 
 static void
 ngx_http_imburse_store_lapse(ngx_http_imburse_shctx_t *sh)
@@ -294,12 +308,7 @@ ngx_http_imburse_store_dequeue(ngx_http_imburse_main_conf_t *imcf,
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    /* places held by exchanges past their deadline (a worker that died) */
-    if (sh->queued && sh->in_flight >= sh->concurrency) {
-        ngx_http_imburse_store_lapse(sh);
-    }
-
-    if (!sh->queued || sh->in_flight >= sh->concurrency) {
+    if (!sh->queued || ngx_http_imburse_store_full(sh)) {
         goto done;
     }
 

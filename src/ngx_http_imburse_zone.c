@@ -469,11 +469,12 @@ ngx_http_imburse_zone_reclaim_handler(ngx_event_t *ev)
     sh = shpool->data;
 
     /*
-     * Only a worker of the newest generation reclaims: a worker of an older
-     * one may still use the entries it would free, and while the master
-     * initialises a newer generation (a key at a time, the lock let go in
-     * between) the entries not yet stamped look old.  The generation is
-     * checked again when freeing: the pids are tested without the lock.
+     * Only a worker of the current generation reclaims: a worker of an
+     * older one may still use the entries it would free.  A configuration
+     * being initialised meanwhile is safe: it finds and stamps each entry
+     * under the lock, and what it stamped is not older than the current
+     * generation.  The generation is checked again when freeing: a newer
+     * one may take over while the pids are tested without the lock.
      */
 
     ngx_shmtx_lock(&shpool->mutex);

@@ -78,6 +78,7 @@ imburse_error_add_code(const cJSON *item, char *out, size_t size, size_t n,
     int *count)
 {
     char        code[IMBURSE_ERRBODY_CODE_MAX + 1];
+    int         lower;
     size_t      i, k, need;
     const char *s;
 
@@ -87,6 +88,7 @@ imburse_error_add_code(const cJSON *item, char *out, size_t size, size_t n,
 
     s = item->valuestring;
     k = 0;
+    lower = 0;
 
     /* a code is shown as it is only if it looks like one */
 
@@ -95,6 +97,7 @@ imburse_error_add_code(const cJSON *item, char *out, size_t size, size_t n,
             || (s[i] >= '0' && s[i] <= '9')
             || s[i] == '_' || s[i] == '-' || s[i] == '.')
         {
+            lower |= (s[i] >= 'a' && s[i] <= 'z');
             code[k++] = s[i];
         }
     }
@@ -109,13 +112,8 @@ imburse_error_add_code(const cJSON *item, char *out, size_t size, size_t n,
      * code, and is masked like one.
      */
 
-    if (k >= IMBURSE_ERRBODY_MASK_RUN) {
-        for (i = 0; i < k; i++) {
-            if (code[i] >= 'a' && code[i] <= 'z') {
-                memset(code, '*', k);
-                break;
-            }
-        }
+    if (k >= IMBURSE_ERRBODY_MASK_RUN && lower) {
+        memset(code, '*', k);
     }
 
     need = (n ? 2 : 0) + k;
